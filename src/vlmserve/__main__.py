@@ -1,0 +1,5 @@
+import sys
+
+from vlmserve.cli import main
+
+sys.exit(main())

@@ -1,0 +1,151 @@
+"""The ASGI application: services built once in the lifespan, one error mapper per surface."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from vlmserve import __version__
+from vlmserve.api import ops, simple
+from vlmserve.api.ollama import errors as ollama_errors
+from vlmserve.api.ollama.routes import router as ollama_router
+from vlmserve.api.openai import errors as openai_errors
+from vlmserve.api.openai.routes import router as openai_router
+from vlmserve.api.state import AppState, JSONBytes
+from vlmserve.backends.registry import build_backend
+from vlmserve.config import Settings
+from vlmserve.errors import BadRequest, ModelNotFound, PayloadTooLarge, VlmServeError
+from vlmserve.media.images import ImageLimits
+from vlmserve.service.catalog import Catalog
+from vlmserve.service.chat import ChatService
+from vlmserve.service.embed import EmbedService
+from vlmserve.service.engines import EngineManager
+
+log = logging.getLogger("vlmserve")
+
+
+def build_state(settings: Settings) -> AppState:
+    catalog = Catalog.from_settings(settings)
+    engines = EngineManager(
+        lambda spec: build_backend(spec, start_timeout=settings.runner_start_timeout, threads=settings.threads),
+        keep_alive=settings.keep_alive,
+    )
+    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    return AppState(
+        settings=settings,
+        catalog=catalog,
+        engines=engines,
+        chat=ChatService(catalog, engines, limits),
+        embed=EmbedService(catalog, engines),
+    )
+
+
+def error_response(path: str, exc: VlmServeError) -> Response:
+    if path.startswith("/v1/"):
+        return openai_errors.error_response(exc)
+    if path.startswith("/api/"):
+        return ollama_errors.error_response(exc)
+    return JSONBytes({"error": exc.message}, status_code=exc.status)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request", None
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        return "request body is not valid JSON", None
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(loc) or None
+    message = str(first.get("msg", "invalid value"))
+    extra = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return (f"{param}: {message}{extra}" if param else f"{message}{extra}"), param
+
+
+class RequestGate:
+    """Pure-ASGI front door: refuses oversized bodies with 413 before reading them, and treats JSON API bodies
+    sent without a JSON content type (curl -d, as in Ollama's docs) as JSON."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        content_type = b""
+        for key, value in headers:
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                exc = PayloadTooLarge(f"request body is {int(value)} bytes, limit is {self.max_bytes}")
+                await error_response(scope["path"], exc)(scope, receive, send)
+                return
+            if key == b"content-type":
+                content_type = value
+        path: str = scope["path"]
+        if (
+            scope["method"] == "POST"
+            and path.startswith(("/api/", "/v1/"))
+            and (not content_type or content_type.startswith(b"application/x-www-form-urlencoded"))
+        ):
+            rest = [(k, v) for k, v in headers if k != b"content-type"]
+            scope = {**scope, "headers": [*rest, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        vlm = state or build_state(settings)
+        app.state.vlm = vlm
+        vlm.engines.start()
+        log.info(
+            "vlmserve %s serving %d models: %s",
+            __version__,
+            len(vlm.catalog.all()),
+            ", ".join(s.name for s in vlm.catalog.all()),
+        )
+        try:
+            yield
+        finally:
+            await vlm.engines.close()
+
+    app = FastAPI(title="vlmserve", version=__version__, lifespan=lifespan)
+
+    @app.exception_handler(VlmServeError)
+    async def on_vlm_error(request: Request, exc: VlmServeError) -> Response:
+        return error_response(request.url.path, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> Response:
+        message, param = _validation_message(exc)
+        return error_response(request.url.path, BadRequest(message, param=param))
+
+    @app.exception_handler(HTTPException)
+    async def on_http(request: Request, exc: HTTPException) -> Response:
+        error: VlmServeError
+        if exc.status_code == 404:
+            error = ModelNotFound(f"no route {request.method} {request.url.path}", code="not_found")
+        else:
+            error = VlmServeError(str(exc.detail))
+            error.status = exc.status_code
+            error.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
+        return error_response(request.url.path, error)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return error_response(request.url.path, VlmServeError(f"internal error: {exc.__class__.__name__}"))
+
+    for router in (openai_router, ollama_router, simple.router, ops.router):
+        app.include_router(router)
+    app.add_middleware(RequestGate, max_bytes=settings.max_request_bytes)
+    return app

@@ -1,0 +1,167 @@
+"""Pure functions: Ollama wire <-> domain."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from vlmserve.api.ollama import protocol as p
+from vlmserve.api.openai.adapter import keep_alive_seconds
+from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.types import (
+    ChatRequest,
+    CompletionRequest,
+    EmbedRequest,
+    ImageInput,
+    Message,
+    Part,
+    ResponseFormat,
+    SamplingParams,
+    TextPart,
+    Timings,
+    Usage,
+)
+from vlmserve.errors import BadRequest
+from vlmserve.media.images import decode_base64
+
+OLLAMA_API_VERSION = "0.12.0"  # the Ollama API level this server speaks
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def tagged(name: str) -> str:
+    return name if ":" in name else f"{name}:latest"
+
+
+def sampling(options: p.Options | None) -> SamplingParams:
+    if options is None:
+        return SamplingParams()
+    stop = options.stop
+    return SamplingParams(
+        max_tokens=options.num_predict if options.num_predict and options.num_predict > 0 else None,
+        temperature=options.temperature,
+        top_p=options.top_p,
+        top_k=options.top_k,
+        seed=options.seed,
+        stop=[stop] if isinstance(stop, str) else list(stop or []),
+        repeat_penalty=options.repeat_penalty,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+    )
+
+
+def response_format(fmt: str | dict[str, Any] | None) -> ResponseFormat:
+    if fmt == "json":
+        return ResponseFormat(kind="json")
+    if isinstance(fmt, dict):
+        return ResponseFormat(kind="json_schema", schema=fmt)
+    return ResponseFormat()
+
+
+def _images(images: list[str] | None, field: str) -> list[Part]:
+    return [
+        ImageInput(decode_base64(b64, field=f"{field}[{i}]"), field=f"{field}[{i}]")
+        for i, b64 in enumerate(images or [])
+    ]
+
+
+def chat_to_domain(req: p.ChatRequest) -> ChatRequest:
+    messages = []
+    for i, m in enumerate(req.messages):
+        parts: list[Part] = [TextPart(m.content), *_images(m.images, f"messages[{i}].images")]
+        messages.append(Message(role=m.role, parts=parts))
+    return ChatRequest(
+        model=req.model,
+        messages=messages,
+        sampling=sampling(req.options),
+        response_format=response_format(req.format),
+        stream=req.stream,
+        keep_alive=keep_alive_seconds(req.keep_alive),
+    )
+
+
+def generate_to_domain(req: p.GenerateRequest) -> ChatRequest | CompletionRequest:
+    keep_alive = keep_alive_seconds(req.keep_alive)
+    if req.raw:
+        if req.images:
+            raise BadRequest("raw mode does not take images", param="images")
+        return CompletionRequest(
+            model=req.model, prompt=req.prompt, sampling=sampling(req.options), stream=req.stream, keep_alive=keep_alive
+        )
+    messages = []
+    if req.system:
+        messages.append(Message(role="system", parts=[TextPart(req.system)]))
+    messages.append(Message(role="user", parts=[TextPart(req.prompt), *_images(req.images, "images")]))
+    return ChatRequest(
+        model=req.model,
+        messages=messages,
+        sampling=sampling(req.options),
+        response_format=response_format(req.format),
+        stream=req.stream,
+        keep_alive=keep_alive,
+    )
+
+
+def embed_to_domain(req: p.EmbedRequest) -> EmbedRequest:
+    inputs = [req.input] if isinstance(req.input, str) else list(req.input)
+    if not inputs or any(not text for text in inputs):
+        raise BadRequest("input must be a non-empty string or list of non-empty strings", param="input")
+    return EmbedRequest(
+        model=req.model,
+        inputs=inputs,
+        truncate=req.truncate,
+        dimensions=req.dimensions,
+        keep_alive=keep_alive_seconds(req.keep_alive),
+    )
+
+
+def final_stats(timings: Timings, usage: Usage) -> dict[str, Any]:
+    return {
+        "total_duration": timings.total_ns,
+        "load_duration": timings.load_ns,
+        "prompt_eval_count": usage.prompt_tokens,
+        "prompt_eval_duration": timings.prompt_eval_ns,
+        "eval_count": usage.completion_tokens,
+        "eval_duration": timings.eval_ns,
+    }
+
+
+def digest(spec: ModelSpec) -> str:
+    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+
+
+def details(spec: ModelSpec) -> dict[str, Any]:
+    fmt = {"llamacpp": "gguf", "transformers": "safetensors", "onnx-embed": "onnx", "rapidocr": "onnx"}
+    return {
+        "parent_model": "",
+        "format": fmt.get(spec.engine, spec.engine),
+        "family": spec.family or spec.engine,
+        "families": [spec.family or spec.engine],
+        "parameter_size": "",
+        "quantization_level": "",
+    }
+
+
+def model_entry(spec: ModelSpec, size: int, modified: float) -> dict[str, Any]:
+    return {
+        "name": tagged(spec.name),
+        "model": tagged(spec.name),
+        "modified_at": datetime.fromtimestamp(modified, UTC).isoformat().replace("+00:00", "Z"),
+        "size": size,
+        "digest": digest(spec),
+        "details": details(spec),
+    }
+
+
+def expires_iso(expires_at_monotonic: float | None) -> str:
+    if expires_at_monotonic is None:
+        return "2318-01-01T00:00:00Z"  # Ollama's way of saying "never" for a pinned/forever model
+    wall = time.time() + (expires_at_monotonic - time.monotonic())
+    if math.isinf(wall):
+        return "2318-01-01T00:00:00Z"
+    return datetime.fromtimestamp(wall, UTC).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,200 @@
+"""Ollama-compatible routes: /api/chat, /api/generate, /api/embed(dings), /api/tags, /api/ps, /api/show."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from vlmserve.api.ollama import adapter
+from vlmserve.api.ollama import protocol as p
+from vlmserve.api.ollama.errors import error_message
+from vlmserve.api.state import AppState, JSONBytes, state_of
+from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.types import ChatRequest, Usage
+from vlmserve.errors import VlmServeError
+from vlmserve.service.chat import ChatStream
+
+router = APIRouter(prefix="/api", tags=["ollama"])
+NDJSON = "application/x-ndjson"
+
+
+def _body(model: str, key: str, text: str) -> dict[str, Any]:
+    if key == "message":
+        return {"model": model, "created_at": adapter.now_iso(), "message": {"role": "assistant", "content": text}}
+    return {"model": model, "created_at": adapter.now_iso(), "response": text}
+
+
+async def _ndjson(stream: ChatStream, model: str, key: str) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream.chunks:
+            if chunk.text:
+                yield orjson.dumps({**_body(model, key, chunk.text), "done": False}) + b"\n"
+            if chunk.finish_reason is not None:
+                final = {
+                    **_body(model, key, ""),
+                    "done": True,
+                    "done_reason": chunk.finish_reason,
+                    **adapter.final_stats(stream.timings, chunk.usage or Usage()),
+                }
+                yield orjson.dumps(final) + b"\n"
+    except VlmServeError as exc:  # status already sent: Ollama reports it as an error line
+        yield orjson.dumps({"error": error_message(exc)}) + b"\n"
+
+
+async def _answer(state: AppState, stream: ChatStream, request_model: str, key: str, streaming: bool) -> Response:
+    if streaming:
+        return StreamingResponse(_ndjson(stream, request_model, key), media_type=NDJSON)
+    result = await state.chat.collect(stream)
+    return JSONBytes(
+        {
+            **_body(request_model, key, result.text),
+            "done": True,
+            "done_reason": result.finish_reason,
+            **adapter.final_stats(result.timings, result.usage),
+        }
+    )
+
+
+@router.post("/chat")
+async def chat(body: p.ChatRequest, request: Request) -> Response:
+    state = state_of(request)
+    if not body.messages:  # Ollama: an empty chat loads (or, with keep_alive 0, unloads) the model
+        return await _load_or_unload(state, body.model, body.keep_alive, "message")
+    stream = await state.chat.chat(adapter.chat_to_domain(body))
+    return await _answer(state, stream, body.model, "message", body.stream)
+
+
+@router.post("/generate")
+async def generate(body: p.GenerateRequest, request: Request) -> Response:
+    state = state_of(request)
+    if not body.prompt and not body.images:
+        return await _load_or_unload(state, body.model, body.keep_alive, "response")
+    domain = adapter.generate_to_domain(body)
+    if isinstance(domain, ChatRequest):
+        stream = await state.chat.chat(domain)
+    else:
+        stream = await state.chat.complete(domain)
+    return await _answer(state, stream, body.model, "response", body.stream)
+
+
+async def _load_or_unload(state: AppState, model: str, keep_alive: str | float | None, key: str) -> Response:
+    spec = state.catalog.get(model)
+    seconds = adapter.keep_alive_seconds(keep_alive)
+    began = time.perf_counter_ns()
+    if seconds == 0:
+        await state.engines.unload(spec.name)
+        reason = "unload"
+    else:
+        if spec.engine != "ocr-chat":
+            async with state.engines.lease(spec, seconds):
+                pass
+        reason = "load"
+    took = time.perf_counter_ns() - began
+    return JSONBytes(
+        {
+            **_body(model, key, ""),
+            "done": True,
+            "done_reason": reason,
+            "total_duration": took,
+            "load_duration": took if reason == "load" else 0,
+        }
+    )
+
+
+@router.post("/embed")
+async def embed(body: p.EmbedRequest, request: Request) -> Response:
+    began = time.perf_counter_ns()
+    model, result, load_ns = await state_of(request).embed.embed(adapter.embed_to_domain(body))
+    return JSONBytes(
+        {
+            "model": body.model,
+            "embeddings": result.vectors,
+            "total_duration": time.perf_counter_ns() - began,
+            "load_duration": load_ns,
+            "prompt_eval_count": result.prompt_tokens,
+        }
+    )
+
+
+@router.post("/embeddings")
+async def legacy_embeddings(body: p.LegacyEmbeddingsRequest, request: Request) -> Response:
+    domain = adapter.embed_to_domain(
+        p.EmbedRequest(model=body.model, input=body.prompt or " ", keep_alive=body.keep_alive)
+    )
+    _model, result, _load = await state_of(request).embed.embed(domain)
+    return JSONBytes({"embedding": result.vectors[0]})
+
+
+def _file_size(spec: ModelSpec) -> int:
+    total = 0
+    for path in (spec.path, spec.mmproj):
+        if path and os.path.isfile(path):
+            total += os.path.getsize(path)
+        elif path and os.path.isdir(path):
+            total += sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+    return total
+
+
+@router.get("/tags")
+async def tags(request: Request) -> Response:
+    state = state_of(request)
+    models = [adapter.model_entry(s, _file_size(s), state.started_at) for s in state.catalog.all()]
+    return JSONBytes({"models": models})
+
+
+@router.get("/ps")
+async def ps(request: Request) -> Response:
+    state = state_of(request)
+    running = []
+    for slot in state.engines.slots():
+        if not slot.backend.loaded:
+            continue
+        size = slot.backend.memory_bytes or _file_size(slot.spec)
+        entry = adapter.model_entry(slot.spec, size, state.started_at)
+        entry.pop("modified_at")
+        running.append(
+            {
+                **entry,
+                "expires_at": adapter.expires_iso(slot.expires_at),
+                "size_vram": 0,
+                "context_length": slot.spec.context_size,
+            }
+        )
+    return JSONBytes({"models": running})
+
+
+@router.post("/show")
+async def show(body: p.ShowRequest, request: Request) -> Response:
+    state = state_of(request)
+    spec = state.catalog.get(body.model or body.name)
+    defaults = spec.defaults.model_dump(exclude_none=True, exclude_defaults=True)
+    parameters = "\n".join(f"{k} {v}" for k, v in defaults.items())
+    return JSONBytes(
+        {
+            "modelfile": f"# vlmserve catalog entry\nFROM {spec.path or spec.url or spec.engine}\n",
+            "parameters": parameters,
+            "template": spec.chat_template or "",
+            "details": adapter.details(spec),
+            "model_info": {
+                "general.architecture": spec.family or spec.engine,
+                "vlmserve.engine": spec.engine,
+                "vlmserve.description": spec.description,
+                "general.context_length": spec.context_size,
+            },
+            "capabilities": [c.value for c in spec.capabilities],
+            "modified_at": adapter.model_entry(spec, 0, state.started_at)["modified_at"],
+        }
+    )
+
+
+@router.get("/version")
+async def version() -> Response:
+    from vlmserve import __version__
+
+    return JSONBytes({"version": adapter.OLLAMA_API_VERSION, "vlmserve": __version__})

@@ -1,0 +1,128 @@
+"""OpenAI-compatible routes: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from vlmserve.api.openai import adapter
+from vlmserve.api.openai import protocol as p
+from vlmserve.api.openai.errors import error_body
+from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.domain.spec import ModelSpec
+from vlmserve.errors import VlmServeError
+from vlmserve.service.chat import ChatStream
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+async def _sse_stream(
+    stream: ChatStream, rid: str, include_usage: bool, make_chunk: Callable[[str, str | None], dict[str, Any]]
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in stream.chunks:
+            if chunk.text:
+                yield _sse(make_chunk(chunk.text, None))
+            if chunk.finish_reason is not None:
+                yield _sse(make_chunk("", chunk.finish_reason))
+                if include_usage and chunk.usage is not None:
+                    usage = adapter.usage_dict(chunk.usage)
+                    yield _sse(
+                        {
+                            "id": rid,
+                            "object": "chat.completion.chunk",
+                            "created": int(time.time()),
+                            "model": stream.model,
+                            "choices": [],
+                            "usage": usage,
+                        }
+                    )
+    except VlmServeError as exc:  # status is already sent: the error travels in-band
+        yield _sse(error_body(exc))
+    yield b"data: [DONE]\n\n"
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
+    state = state_of(request)
+    stream = await state.chat.chat(adapter.chat_to_domain(body))
+    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    if not body.stream:
+        return JSONBytes(adapter.chat_response(rid, stream.model, await state.chat.collect(stream)))
+    created = int(time.time())
+    first = [True]
+
+    def make_chunk(text: str, finish: str | None) -> dict[str, Any]:
+        delta: dict[str, Any] = {"content": text} if text else {}
+        if first[0]:
+            delta = {"role": "assistant", **delta} if text else {"role": "assistant", "content": ""}
+            first[0] = False
+        return adapter.chat_chunk(rid, stream.model, created, delta, finish)
+
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        _sse_stream(stream, rid, include_usage, make_chunk), media_type="text/event-stream", headers=SSE_HEADERS
+    )
+
+
+@router.post("/completions")
+async def completions(body: p.CompletionRequest, request: Request) -> Response:
+    state = state_of(request)
+    stream = await state.chat.complete(adapter.completion_to_domain(body))
+    rid = f"cmpl-{uuid.uuid4().hex}"
+    if not body.stream:
+        return JSONBytes(adapter.completion_response(rid, stream.model, await state.chat.collect(stream)))
+    created = int(time.time())
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    return StreamingResponse(
+        _sse_stream(
+            stream,
+            rid,
+            include_usage,
+            lambda text, finish: adapter.completion_chunk(rid, stream.model, created, text, finish),
+        ),
+        media_type="text/event-stream",
+        headers=SSE_HEADERS,
+    )
+
+
+@router.post("/embeddings")
+async def embeddings(body: p.EmbeddingRequest, request: Request) -> Response:
+    model, result, _load_ns = await state_of(request).embed.embed(adapter.embed_to_domain(body))
+    return JSONBytes(adapter.embeddings_response(model, result, body.encoding_format))
+
+
+def _model_card(spec: ModelSpec, created: int) -> dict[str, Any]:
+    return {
+        "id": spec.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "vlmserve",
+        "capabilities": [c.value for c in spec.capabilities],
+        "engine": spec.engine,
+        "aliases": spec.aliases,
+    }
+
+
+@router.get("/models")
+async def list_models(request: Request) -> Response:
+    state = state_of(request)
+    created = int(state.started_at)
+    return JSONBytes({"object": "list", "data": [_model_card(s, created) for s in state.catalog.all()]})
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, request: Request) -> Response:
+    state = state_of(request)
+    return JSONBytes(_model_card(state.catalog.get(model_id), int(state.started_at)))

@@ -1,0 +1,54 @@
+"""Operational endpoints: GET / (Ollama's liveness text), GET /health (engines' reachability)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import PlainTextResponse, Response
+
+from vlmserve import __version__
+from vlmserve.api.state import JSONBytes, state_of
+
+router = APIRouter(tags=["ops"])
+
+
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def root() -> Response:
+    return PlainTextResponse("vlmserve is running")
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    state = state_of(request)
+    slots = {slot.spec.name: slot for slot in state.engines.slots()}
+
+    async def probe(name: str) -> dict[str, Any]:
+        spec = state.catalog.get(name)
+        slot = slots.get(name)
+        info: dict[str, Any] = {"engine": spec.engine, "loaded": bool(slot and slot.backend.loaded)}
+        if spec.is_local:
+            # a local engine is "reachable" when loaded and answering, or simply loadable when not loaded yet
+            info["reachable"] = await slot.backend.health() if slot and slot.backend.loaded else None
+        elif spec.engine in ("ollama", "openai"):
+            info["reachable"] = await state.engines.slot(spec).backend.health()
+            info["url"] = spec.url
+        return info
+
+    names = [spec.name for spec in state.catalog.all()]
+    results = await asyncio.gather(*(probe(n) for n in names))
+    engines = dict(zip(names, results, strict=True))
+    degraded = any(info.get("reachable") is False for info in engines.values())
+    return JSONBytes(
+        {
+            "status": "degraded" if degraded else "ok",
+            "version": __version__,
+            "uptime_seconds": round(time.time() - state.started_at, 1),
+            "default_model": state.catalog.default_model,
+            "default_vision_model": state.catalog.default_vision_model,
+            "default_embedding_model": state.catalog.default_embedding_model,
+            "engines": engines,
+        }
+    )

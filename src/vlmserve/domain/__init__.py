@@ -1,0 +1,1 @@
+"""Plain typed data: requests, messages, parts, usage, model specs."""

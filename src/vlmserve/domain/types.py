@@ -1,0 +1,155 @@
+"""Plain typed data shared by every layer: no web, engine or database imports here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+
+class Capability(StrEnum):
+    COMPLETION = "completion"
+    VISION = "vision"
+    EMBEDDING = "embedding"
+
+
+@dataclass(frozen=True, slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageInput:
+    """An image as the client sent it (undecoded bytes); `field` names it in error messages."""
+
+    data: bytes
+    field: str = "image"
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePart:
+    """A decoded, model-ready image: encoded bytes (JPEG/PNG) plus what the pipeline learnt about it."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+
+
+Part = TextPart | ImageInput | ImagePart
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(slots=True)
+class Message:
+    role: Role
+    parts: list[Part]
+
+    @property
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    @property
+    def images(self) -> list[ImagePart]:
+        return [p for p in self.parts if isinstance(p, ImagePart)]
+
+    @property
+    def has_images(self) -> bool:
+        return any(isinstance(p, ImageInput | ImagePart) for p in self.parts)
+
+
+@dataclass(slots=True)
+class ResponseFormat:
+    """Structured output request: `json` for any JSON object, or a JSON schema to follow."""
+
+    kind: Literal["text", "json", "json_schema"] = "text"
+    schema: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repeat_penalty: float | None = None
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    model: str
+    messages: list[Message]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    response_format: ResponseFormat = field(default_factory=ResponseFormat)
+    stream: bool = False
+    keep_alive: float | None = None  # seconds; None = model default, 0 = unload after, <0 = forever
+
+
+@dataclass(slots=True)
+class CompletionRequest:
+    """A raw prompt, no chat template (OpenAI /v1/completions, Ollama /api/generate with raw=true)."""
+
+    model: str
+    prompt: str
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stream: bool = False
+    keep_alive: float | None = None
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(slots=True)
+class ChatChunk:
+    """One streamed piece of an answer; the final chunk carries finish_reason and usage."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class Timings:
+    """Wall-clock phases of one request, in nanoseconds (Ollama reports these)."""
+
+    load_ns: int = 0
+    prompt_eval_ns: int = 0
+    eval_ns: int = 0
+    total_ns: int = 0
+
+
+@dataclass(slots=True)
+class ChatResult:
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+    timings: Timings = field(default_factory=Timings)
+
+
+@dataclass(slots=True)
+class EmbedRequest:
+    model: str
+    inputs: list[str]
+    truncate: bool = True
+    dimensions: int | None = None
+    keep_alive: float | None = None
+
+
+@dataclass(slots=True)
+class EmbedResult:
+    vectors: list[list[float]]
+    prompt_tokens: int

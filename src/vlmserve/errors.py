@@ -1,0 +1,98 @@
+"""The one exception tree of vlmserve.
+
+Every failure a client can see is raised as a subclass of `VlmServeError`; each surface maps it to its
+own wire format exactly once (api/openai/errors.py, api/ollama/errors.py). `status` is the HTTP status,
+`type` the OpenAI error type and the label of failure metrics.
+
+    VlmServeError (500 server_error)
+    ├── BadRequest (400 invalid_request_error)
+    │   ├── UnsupportedCapability (400)   model cannot do what was asked (image to a text-only model)
+    │   └── InvalidMedia (400)            image bytes that are not a supported, intact image
+    ├── AuthenticationFailed (401 authentication_error)
+    ├── ModelNotFound (404 not_found_error)
+    ├── PayloadTooLarge (413 invalid_request_error)
+    ├── Overloaded (429 rate_limit_error)  queue full; carries retry_after seconds
+    ├── Unavailable (503 service_unavailable)  temporarily cannot serve; carries retry_after
+    ├── EngineError (502 engine_error)    the engine failed or crashed mid-request
+    └── EngineTimeout (504 engine_timeout)
+"""
+
+from __future__ import annotations
+
+
+class VlmServeError(Exception):
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(VlmServeError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class UnsupportedCapability(BadRequest):
+    code = "unsupported_capability"
+
+
+class InvalidMedia(BadRequest):
+    code = "invalid_image"
+
+
+class AuthenticationFailed(VlmServeError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFound(VlmServeError):
+    status = 404
+    type = "not_found_error"
+    code = "model_not_found"
+
+
+class PayloadTooLarge(VlmServeError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class _RetryableError(VlmServeError):
+    def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class Overloaded(_RetryableError):
+    status = 429
+    type = "rate_limit_error"
+    code = "overloaded"
+
+
+class Unavailable(_RetryableError):
+    status = 503
+    type = "service_unavailable"
+    code = "unavailable"
+
+
+class EngineError(VlmServeError):
+    status = 502
+    type = "engine_error"
+    code = "engine_error"
+
+
+class EngineTimeout(VlmServeError):
+    status = 504
+    type = "engine_timeout"
+    code = "engine_timeout"
+
+
+def retry_after_of(exc: VlmServeError) -> float | None:
+    return exc.retry_after if isinstance(exc, _RetryableError) else None

@@ -1,0 +1,220 @@
+"""Runner host for Python engines (OCR, ONNX embeddings, transformers): an OpenAI-compatible mini server.
+
+Engines are synchronous and run in a worker thread; chunks cross to the event loop through a queue. When
+the gateway hangs up, the `cancel` event is set and the engine stops at its next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Protocol
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from vlmserve.backends.openai_wire import messages_from_wire, sampling_from_wire
+from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.types import ChatChunk, Message, SamplingParams, TextPart
+from vlmserve.errors import VlmServeError
+from vlmserve.runners.lifecycle import announce_ready, on_parent_exit
+
+
+class PythonEngine(Protocol):
+    def generate(
+        self, messages: list[Message], sampling: SamplingParams, cancel: threading.Event
+    ) -> Iterator[ChatChunk]:
+        """Yield text chunks; the last one has finish_reason and usage."""
+        ...
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Vectors (L2-normalised) and the number of tokens read."""
+        ...
+
+
+def load_engine(spec: ModelSpec, threads: int | None) -> PythonEngine:
+    if spec.engine == "rapidocr":
+        from vlmserve.runners.ocr import OcrEngine
+
+        return OcrEngine(spec, threads=threads)
+    if spec.engine == "onnx-embed":
+        from vlmserve.runners.onnx_embed import OnnxEmbedEngine
+
+        return OnnxEmbedEngine(spec, threads=threads)
+    if spec.engine == "transformers":
+        from vlmserve.runners.transformers_engine import TransformersEngine
+
+        return TransformersEngine(spec, threads=threads)
+    raise SystemExit(f"no Python runner for engine {spec.engine}")
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}}, status)
+
+
+def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
+    lock = threading.Lock()  # one generation at a time per runner; the gateway queues the rest
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def models(_: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": spec.name, "object": "model", "owned_by": "vlmserve"}]})
+
+    async def chat(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        try:
+            messages = messages_from_wire(body.get("messages", []))
+        except VlmServeError as exc:
+            return _error(exc.status, exc.message)
+        return await _generate(request, messages, body, chat=True)
+
+    async def completions(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        messages = [Message(role="user", parts=[TextPart(str(body.get("prompt", "")))])]
+        return await _generate(request, messages, body, chat=False)
+
+    async def _generate(request: Request, messages: list[Message], body: dict[str, Any], *, chat: bool) -> Response:
+        sampling = sampling_from_wire(body)
+        cancel = threading.Event()
+        stream = _run_in_thread(lambda: _locked(lock, engine.generate(messages, sampling, cancel)), cancel)
+        if body.get("stream"):
+            return StreamingResponse(_sse(stream, spec.name, chat), media_type="text/event-stream")
+        text, final = [], ChatChunk()
+        async for chunk in stream:
+            text.append(chunk.text)
+            final = chunk
+        return JSONResponse(_final_body(spec.name, "".join(text), final, chat))
+
+    async def embeddings(request: Request) -> Response:
+        body = orjson.loads(await request.body())
+        raw = body.get("input", [])
+        texts = [raw] if isinstance(raw, str) else [str(t) for t in raw]
+        vectors, tokens = await asyncio.to_thread(engine.embed, texts)
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return JSONResponse({"object": "list", "data": data, "model": spec.name, "usage": usage})
+
+    routes = [
+        Route("/health", health),
+        Route("/v1/models", models),
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def _locked(lock: threading.Lock, chunks: Iterator[ChatChunk]) -> Iterator[ChatChunk]:
+    with lock:
+        yield from chunks
+
+
+async def _run_in_thread(make: Any, cancel: threading.Event) -> AsyncIterator[ChatChunk]:
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[ChatChunk | BaseException | None] = asyncio.Queue()
+
+    def work() -> None:
+        try:
+            for chunk in make():
+                loop.call_soon_threadsafe(queue.put_nowait, chunk)
+                if cancel.is_set():
+                    break
+        except BaseException as exc:  # handed to the event loop, re-raised there
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancel.set()
+
+
+def _chunk_body(model: str, rid: str, chunk: ChatChunk, chat: bool) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": 0, "finish_reason": chunk.finish_reason}
+    if chat:
+        choice["delta"] = {"content": chunk.text} if chunk.text else {}
+    else:
+        choice["text"] = chunk.text
+    return {
+        "id": rid,
+        "object": "chat.completion.chunk" if chat else "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+    }
+
+
+async def _sse(stream: AsyncIterator[ChatChunk], model: str, chat: bool) -> AsyncIterator[bytes]:
+    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    try:
+        async for chunk in stream:
+            yield b"data: " + orjson.dumps(_chunk_body(model, rid, chunk, chat)) + b"\n\n"
+            if chunk.usage is not None:
+                usage = {
+                    "prompt_tokens": chunk.usage.prompt_tokens,
+                    "completion_tokens": chunk.usage.completion_tokens,
+                    "total_tokens": chunk.usage.total_tokens,
+                }
+                yield b"data: " + orjson.dumps({"id": rid, "choices": [], "usage": usage}) + b"\n\n"
+    except Exception as exc:  # after the first byte, errors travel in-band
+        yield b"data: " + orjson.dumps({"error": {"message": str(exc), "type": "engine_error"}}) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+def _final_body(model: str, text: str, final: ChatChunk, chat: bool) -> dict[str, Any]:
+    usage = final.usage
+    choice: dict[str, Any] = {"index": 0, "finish_reason": final.finish_reason or "stop"}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [choice],
+        "usage": {
+            "prompt_tokens": usage.prompt_tokens if usage else 0,
+            "completion_tokens": usage.completion_tokens if usage else 0,
+            "total_tokens": usage.total_tokens if usage else 0,
+        },
+    }
+
+
+def serve_python_engine(spec: ModelSpec, *, threads: int | None) -> int:
+    engine = load_engine(spec, threads)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(build_app(spec, engine), log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+
+    async def run() -> None:
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        announce_ready(f"http://127.0.0.1:{port}")
+        await serving
+
+    def request_exit() -> None:
+        server.should_exit = True
+
+    on_parent_exit(request_exit)
+    asyncio.run(run())
+    return 0

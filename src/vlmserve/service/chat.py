@@ -1,0 +1,185 @@
+"""ChatService: the one path every surface's chat/generate/completion request takes.
+
+resolve model (capability check) -> prepare images -> apply model defaults -> lease engine -> stream chunks.
+The `ocr-chat` pipeline reads the images with the OCR model and hands that text to the chat model.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.types import (
+    Capability,
+    ChatChunk,
+    ChatRequest,
+    ChatResult,
+    CompletionRequest,
+    ImageInput,
+    ImagePart,
+    Message,
+    Part,
+    SamplingParams,
+    TextPart,
+    Timings,
+    Usage,
+)
+from vlmserve.errors import BadRequest, EngineError
+from vlmserve.media.images import ImageLimits, prepare_image_async
+from vlmserve.service.catalog import Catalog
+from vlmserve.service.engines import EngineManager
+
+
+@dataclass
+class ChatStream:
+    """A started answer: `model` is the resolved catalog name; `timings` fill in as chunks are consumed."""
+
+    model: str
+    chunks: AsyncIterator[ChatChunk]
+    timings: Timings = field(default_factory=Timings)
+
+
+def apply_defaults(sampling: SamplingParams, spec: ModelSpec) -> SamplingParams:
+    defaults = spec.defaults
+    return replace(
+        sampling,
+        max_tokens=sampling.max_tokens if sampling.max_tokens is not None else defaults.max_tokens,
+        temperature=sampling.temperature if sampling.temperature is not None else defaults.temperature,
+        top_p=sampling.top_p if sampling.top_p is not None else defaults.top_p,
+        top_k=sampling.top_k if sampling.top_k is not None else defaults.top_k,
+        seed=sampling.seed if sampling.seed is not None else defaults.seed,
+        repeat_penalty=sampling.repeat_penalty if sampling.repeat_penalty is not None else defaults.repeat_penalty,
+        stop=sampling.stop or list(defaults.stop),
+    )
+
+
+class ChatService:
+    def __init__(self, catalog: Catalog, engines: EngineManager, limits: ImageLimits) -> None:
+        self.catalog = catalog
+        self.engines = engines
+        self.limits = limits
+
+    async def chat(self, request: ChatRequest) -> ChatStream:
+        if not request.messages:
+            raise BadRequest("messages must not be empty", param="messages")
+        has_images = any(m.has_images for m in request.messages)
+        spec = self.catalog.resolve(request.model, Capability.VISION if has_images else Capability.COMPLETION)
+        n_images = sum(1 for m in request.messages for p in m.parts if isinstance(p, ImageInput | ImagePart))
+        if n_images > spec.max_images:
+            raise BadRequest(
+                f"{n_images} images in one request; model '{spec.name}' takes at most {spec.max_images}",
+                param="messages",
+            )
+        messages = await self._prepare_images(request.messages, spec)
+        request = replace(request, messages=messages, sampling=apply_defaults(request.sampling, spec))
+        stream = ChatStream(model=spec.name, chunks=_empty())
+        if spec.engine == "ocr-chat":
+            stream.chunks = self._ocr_chat(spec, request, stream.timings)
+        else:
+            stream.chunks = self._run(spec, request, stream.timings)
+        return await _primed(stream)
+
+    async def complete(self, request: CompletionRequest) -> ChatStream:
+        spec = self.catalog.resolve(request.model, Capability.COMPLETION)
+        if spec.engine in ("ocr-chat", "rapidocr"):
+            raise BadRequest(f"model '{spec.name}' does not support raw completions", param="model")
+        request = replace(request, sampling=apply_defaults(request.sampling, spec))
+        stream = ChatStream(model=spec.name, chunks=_empty())
+        stream.chunks = self._run(spec, request, stream.timings)
+        return await _primed(stream)
+
+    async def collect(self, stream: ChatStream) -> ChatResult:
+        text: list[str] = []
+        final = ChatChunk(finish_reason="stop", usage=Usage())
+        async for chunk in stream.chunks:
+            text.append(chunk.text)
+            if chunk.finish_reason is not None:
+                final = chunk
+        return ChatResult("".join(text), final.finish_reason or "stop", final.usage or Usage(), stream.timings)
+
+    async def _prepare_images(self, messages: list[Message], spec: ModelSpec) -> list[Message]:
+        limits = replace(self.limits, max_side=spec.max_image_side)
+        prepared: list[Message] = []
+        for message in messages:
+            if not message.has_images:
+                prepared.append(message)
+                continue
+            parts: list[Part] = []
+            for part in message.parts:
+                if isinstance(part, ImageInput):
+                    parts.append(await prepare_image_async(part.data, limits, field=part.field))
+                else:
+                    parts.append(part)
+            prepared.append(Message(role=message.role, parts=parts))
+        return prepared
+
+    async def _run(
+        self, spec: ModelSpec, request: ChatRequest | CompletionRequest, timings: Timings
+    ) -> AsyncIterator[ChatChunk]:
+        if (
+            spec.engine == "rapidocr"
+            and isinstance(request, ChatRequest)
+            and not any(m.images for m in request.messages)
+        ):
+            raise BadRequest(f"model '{spec.name}' reads text from images: send at least one image", param="messages")
+        began = time.perf_counter_ns()
+        async with self.engines.lease(spec, request.keep_alive) as lease:
+            timings.load_ns = lease.load_ns
+            first_token: int | None = None
+            chunks = (
+                lease.backend.chat(request) if isinstance(request, ChatRequest) else lease.backend.complete(request)
+            )
+            async for chunk in chunks:
+                if first_token is None and (chunk.text or chunk.finish_reason):
+                    first_token = time.perf_counter_ns()
+                    timings.prompt_eval_ns = first_token - began - lease.load_ns
+                if chunk.finish_reason is not None:
+                    end = time.perf_counter_ns()
+                    timings.eval_ns = end - (first_token or end)
+                    timings.total_ns = end - began
+                yield chunk
+
+    async def _ocr_chat(self, spec: ModelSpec, request: ChatRequest, timings: Timings) -> AsyncIterator[ChatChunk]:
+        assert spec.ocr_model and spec.chat_model
+        ocr_spec = self.catalog.get(spec.ocr_model)
+        chat_spec = self.catalog.get(spec.chat_model)
+        messages: list[Message] = []
+        for message in request.messages:
+            if not message.images:
+                messages.append(message)
+                continue
+            read = await self.collect(
+                await self.chat(
+                    ChatRequest(model=ocr_spec.name, messages=[Message(role="user", parts=list(message.images))])
+                )
+            )
+            question = message.text.strip() or "Describe the text in the image."
+            context = f'Text read from the attached image(s) by OCR:\n"""\n{read.text.strip()}\n"""\n\n{question}'
+            messages.append(Message(role=message.role, parts=[TextPart(context)]))
+        inner = replace(request, model=chat_spec.name, messages=messages)
+        async for chunk in self._run(chat_spec, inner, timings):
+            yield chunk
+
+
+async def _empty() -> AsyncIterator[ChatChunk]:
+    return
+    yield  # pragma: no cover - makes this an async generator
+
+
+async def _primed(stream: ChatStream) -> ChatStream:
+    """Run the stream up to its first chunk, so load and engine errors surface before any byte is sent."""
+    iterator = stream.chunks
+    try:
+        first = await anext(iterator)
+    except StopAsyncIteration:
+        raise EngineError(f"{stream.model}: engine returned no answer") from None
+
+    async def chained() -> AsyncIterator[ChatChunk]:
+        yield first
+        async for chunk in iterator:
+            yield chunk
+
+    stream.chunks = chained()
+    return stream

@@ -1,0 +1,43 @@
+"""EmbedService: resolve an embedding model, lease its engine, embed."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from vlmserve.domain.types import Capability, EmbedRequest, EmbedResult
+from vlmserve.errors import BadRequest
+from vlmserve.service.catalog import Catalog
+from vlmserve.service.engines import EngineManager
+
+MAX_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
+
+
+class EmbedService:
+    def __init__(self, catalog: Catalog, engines: EngineManager) -> None:
+        self.catalog = catalog
+        self.engines = engines
+
+    async def embed(self, request: EmbedRequest) -> tuple[str, EmbedResult, int]:
+        """(resolved model name, result, load time in ns)."""
+        if not request.inputs:
+            raise BadRequest("input must not be empty", param="input")
+        if len(request.inputs) > MAX_INPUTS:
+            raise BadRequest(f"at most {MAX_INPUTS} inputs per request", param="input")
+        spec = self.catalog.resolve(request.model, Capability.EMBEDDING)
+        async with self.engines.lease(spec, request.keep_alive) as lease:
+            result = await lease.backend.embed(replace(request, model=spec.name))
+        if request.dimensions is not None:
+            if not 0 < request.dimensions <= len(result.vectors[0]):
+                raise BadRequest(f"dimensions must be between 1 and {len(result.vectors[0])}", param="dimensions")
+            result = EmbedResult(_truncate(result.vectors, request.dimensions), result.prompt_tokens)
+        return spec.name, result, lease.load_ns
+
+
+def _truncate(vectors: list[list[float]], size: int) -> list[list[float]]:
+    """Matryoshka-style shortening, re-normalised (what OpenAI's `dimensions` does)."""
+    out = []
+    for vector in vectors:
+        head = vector[:size]
+        norm = sum(v * v for v in head) ** 0.5 or 1.0
+        out.append([v / norm for v in head])
+    return out
