@@ -155,8 +155,9 @@ class ChatService:
                     ChatRequest(model=ocr_spec.name, messages=[Message(role="user", parts=list(message.images))])
                 )
             )
-            question = message.text.strip() or "Describe the text in the image."
-            context = f'Text read from the attached image(s) by OCR:\n"""\n{read.text.strip()}\n"""\n\n{question}'
+            # phrasing measured on SmolLM2-135M: question first, then the quoted text, answers best
+            question = message.text.strip() or "What does the image say?"
+            context = f'{question}\n\nThe image contains this text: "{read.text.strip()}"'
             messages.append(Message(role=message.role, parts=[TextPart(context)]))
         inner = replace(request, model=chat_spec.name, messages=messages)
         async for chunk in self._run(chat_spec, inner, timings):
