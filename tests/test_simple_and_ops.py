@@ -1,0 +1,140 @@
+"""Upload endpoints (/process, /analyze, /analyze/upload), /health, and runner supervision, over raw HTTP."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from conftest import text_image
+from server_process import ServerProcess
+
+
+def test_process_multipart(server: ServerProcess) -> None:
+    response = httpx.post(server.url + "/process", timeout=120,
+                          files={"image": ("receipt.png", text_image("TOTAL 42.50 EUR"), "image/png")},
+                          data={"message": "What is the total amount?"})
+    assert response.status_code == 200, response.text
+    assert "42.50" in response.json()["response"]
+
+
+def test_process_with_explicit_ocr_model(server: ServerProcess) -> None:
+    response = httpx.post(server.url + "/process", timeout=60,
+                          files={"image": ("a.png", text_image("MANGO 9"), "image/png")},
+                          data={"message": "read", "model": "rapidocr"})
+    assert "MANGO" in response.json()["response"] and list(response.json()) == ["response"]
+
+
+def test_analyze_json_and_upload(server: ServerProcess) -> None:
+    b64 = base64.b64encode(text_image("LEMON 31")).decode()
+    reply = httpx.post(server.url + "/analyze", json={"prompt": "read", "image_base64": b64, "model": "ocr"},
+                       timeout=60)
+    assert reply.status_code == 200 and "LEMON" in reply.json()["response"] and "31" in reply.json()["response"]
+    assert reply.json()["model"] == "ocr" and reply.json()["usage"]["prompt_tokens"] == 1
+    data_uri = "data:image/png;base64," + b64  # seeds accepted data URIs here too
+    assert "31" in httpx.post(server.url + "/analyze", json={"image_base64": data_uri, "model": "rapidocr"},
+                              timeout=60).json()["response"]
+    upload = httpx.post(server.url + "/analyze/upload", timeout=60, data={"prompt": "read", "model": "rapidocr"},
+                        files={"file": ("x.png", text_image("PEACH 8"), "image/png")})
+    assert "PEACH" in upload.json()["response"]
+
+
+@pytest.mark.parametrize("kwargs,status", [
+    ({"data": {"message": "no image"}}, 400),
+    ({"files": {"image": ("e.png", b"", "image/png")}}, 400),
+    ({"files": {"image": ("t.jpg", b"this is a text file", "image/jpeg")}}, 400),
+    ({"files": {"image": ("i.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml")}}, 400),
+    ({"json": {"message": "wrong content type"}}, 400),
+])
+def test_process_bad_input_is_400(server: ServerProcess, kwargs: dict[str, object], status: int) -> None:
+    response = httpx.post(server.url + "/process", timeout=30, **kwargs)  # type: ignore[arg-type]
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+
+
+def test_analyze_bad_base64_is_400(server: ServerProcess) -> None:
+    response = httpx.post(server.url + "/analyze", json={"image_base64": "!!!"})
+    assert response.status_code == 400 and "base64" in response.json()["error"]
+    assert httpx.post(server.url + "/analyze", json={"prompt": "x"}).status_code == 400
+
+
+def test_health_reports_engines(server: ServerProcess) -> None:
+    health = httpx.get(server.url + "/health", timeout=30).json()
+    assert health["status"] == "ok"
+    assert health["default_model"] == "smollm2"
+    assert health["default_vision_model"] == "smollm2-ocr"
+    assert health["engines"]["smollm2"]["engine"] == "llamacpp"
+
+
+def test_unknown_route_is_404(server: ServerProcess) -> None:
+    assert httpx.get(server.url + "/v1/nothing").json()["error"]["type"] == "not_found_error"
+    assert httpx.get(server.url + "/api/nothing").status_code == 404
+
+
+def _runner_pids(model: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"vlmserve.runners" in cmd and any(f'"name":"{model}"'.encode() in part for part in cmd):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_crashed_runner_gives_502_and_next_request_recovers(server: ServerProcess) -> None:
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Write a very long essay about rivers."}],
+            "max_tokens": 2000, "temperature": 0.8, "stream": True}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data:"))
+        assert "chat.completion.chunk" in first
+        pids = _runner_pids("smollm2")
+        assert pids, "no runner process found for smollm2"
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        rest = [line for line in lines if line.startswith("data:")]
+    errors = [line for line in rest if '"error"' in line]
+    assert errors and "engine_error" in errors[0]  # in-band error: the status was already sent
+    assert rest[-1] == "data: [DONE]"
+    # the server stays up, and the next request starts a fresh runner
+    deadline = time.monotonic() + 60
+    while True:
+        reply = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
+            "model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+        if reply.status_code == 200 or time.monotonic() > deadline:
+            break
+    assert reply.status_code == 200, reply.text
+    assert _runner_pids("smollm2") and set(_runner_pids("smollm2")).isdisjoint(pids)
+
+
+def test_non_stream_request_to_dying_runner_is_502(server: ServerProcess) -> None:
+    httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
+        "model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+    pids = _runner_pids("smollm2")
+
+    def kill_soon() -> None:
+        time.sleep(0.5)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+
+    import threading
+
+    killer = threading.Thread(target=kill_soon)
+    killer.start()
+    reply = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
+        "model": "smollm2", "messages": [{"role": "user", "content": "Write a very long essay about mountains."}],
+        "max_tokens": 1500})
+    killer.join()
+    assert reply.status_code == 502, reply.text
+    assert reply.json()["error"]["type"] == "engine_error"
+    assert "crashed" in reply.json()["error"]["message"]
