@@ -4,15 +4,14 @@ The YAML file is named by `--config`, or by VLMSERVE_CONFIG. Its keys are the fi
 the catalog (a list of ModelSpec). This is the only module that reads the environment.
 """
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -39,9 +38,11 @@ class Settings(BaseSettings):
     gguf_mmproj: str | None = Field(None, description="its multimodal projector: makes it a VLM")
     hf_model_dir: str | None = Field(None, description="a Hugging Face model folder to serve on transformers")
     ollama_url: str | None = Field(None, description="a remote Ollama server")
-    ollama_models: list[str] = Field(default_factory=list, description="models of that Ollama server to serve")
+    ollama_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="models of that Ollama server to serve (comma-separated)"
+    )
     openai_base_url: str | None = Field(None, description="a remote OpenAI-compatible server (…/v1)")
-    openai_models: list[str] = Field(default_factory=list)
+    openai_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     openai_api_key: str | None = None
     # engines and limits
     keep_alive: float = Field(300.0, description="seconds an idle model stays loaded (Ollama default 5m)")

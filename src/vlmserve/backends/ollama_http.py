@@ -18,6 +18,7 @@ from vlmserve.domain.types import (
     CompletionRequest,
     EmbedRequest,
     EmbedResult,
+    FinishReason,
     ImagePart,
     Message,
     ResponseFormat,
@@ -38,7 +39,7 @@ def _options(sampling: SamplingParams) -> dict[str, Any]:
         "presence_penalty": sampling.presence_penalty,
         "frequency_penalty": sampling.frequency_penalty,
     }
-    options = {key: value for key, value in mapping.items() if value is not None}
+    options: dict[str, Any] = {key: value for key, value in mapping.items() if value is not None}
     if sampling.stop:
         options["stop"] = sampling.stop
     return options
@@ -158,7 +159,7 @@ class OllamaBackend:
                     if text:
                         yield ChatChunk(text=text)
                     if event.get("done"):
-                        reason = "length" if event.get("done_reason") == "length" else "stop"
+                        reason: FinishReason = "length" if event.get("done_reason") == "length" else "stop"
                         usage = Usage(int(event.get("prompt_eval_count", 0)), int(event.get("eval_count", 0)))
                         final = ChatChunk(finish_reason=reason, usage=usage)
                         break

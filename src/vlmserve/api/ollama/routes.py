@@ -15,6 +15,7 @@ from vlmserve.api.ollama import adapter
 from vlmserve.api.ollama import protocol as p
 from vlmserve.api.ollama.errors import error_message
 from vlmserve.api.state import AppState, JSONBytes, state_of
+from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatRequest, Usage
 from vlmserve.errors import VlmServeError
@@ -85,7 +86,7 @@ async def generate(body: p.GenerateRequest, request: Request) -> Response:
 
 async def _load_or_unload(state: AppState, model: str, keep_alive: str | float | None, key: str) -> Response:
     spec = state.catalog.get(model)
-    seconds = adapter.keep_alive_seconds(keep_alive)
+    seconds = keep_alive_seconds(keep_alive)
     began = time.perf_counter_ns()
     if seconds == 0:
         await state.engines.unload(spec.name)
@@ -110,7 +111,7 @@ async def _load_or_unload(state: AppState, model: str, keep_alive: str | float |
 @router.post("/embed")
 async def embed(body: p.EmbedRequest, request: Request) -> Response:
     began = time.perf_counter_ns()
-    model, result, load_ns = await state_of(request).embed.embed(adapter.embed_to_domain(body))
+    _model, result, load_ns = await state_of(request).embed.embed(adapter.embed_to_domain(body))
     return JSONBytes(
         {
             "model": body.model,

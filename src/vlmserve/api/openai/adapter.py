@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from vlmserve.api.openai import protocol as p
-from vlmserve.domain.duration import parse_duration
+from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.types import (
     ChatRequest,
     ChatResult,
@@ -25,13 +25,6 @@ from vlmserve.domain.types import (
 )
 from vlmserve.errors import BadRequest
 from vlmserve.media.images import bytes_from_url
-
-
-def keep_alive_seconds(value: str | float | None) -> float | None:
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise BadRequest(str(exc), param="keep_alive") from None
 
 
 def _stop(stop: str | list[str] | None) -> list[str]:
