@@ -137,7 +137,9 @@ class OllamaBackend:
         except httpx.HTTPError as exc:
             raise EngineError(f"{self.spec.name}: Ollama unreachable ({exc.__class__.__name__})") from exc
         if response.status_code != 200:
-            raise engine_error_from_response(response.status_code, response.content, self.spec.name)
+            raise engine_error_from_response(
+                response.status_code, response.content, self.spec.name, response.headers.get("retry-after")
+            )
         data = orjson.loads(response.content)
         return EmbedResult(vectors=data["embeddings"], prompt_tokens=int(data.get("prompt_eval_count", 0)))
 
@@ -148,10 +150,15 @@ class OllamaBackend:
             response = await self._client.send(request, stream=True)
             try:
                 if response.status_code != 200:
-                    raise engine_error_from_response(response.status_code, await response.aread(), self.spec.name)
+                    raise engine_error_from_response(
+                        response.status_code,
+                        await response.aread(),
+                        self.spec.name,
+                        response.headers.get("retry-after"),
+                    )
                 async for line in response.aiter_lines():
-                    if not line.strip():
-                        continue
+                    if final is not None or not line.strip():
+                        continue  # read to the end so the connection returns to the keep-alive pool
                     event = orjson.loads(line)
                     if "error" in event:
                         raise EngineError(f"{self.spec.name}: {event['error']}")
@@ -162,7 +169,6 @@ class OllamaBackend:
                         reason: FinishReason = "length" if event.get("done_reason") == "length" else "stop"
                         usage = Usage(int(event.get("prompt_eval_count", 0)), int(event.get("eval_count", 0)))
                         final = ChatChunk(finish_reason=reason, usage=usage)
-                        break
             finally:
                 await response.aclose()
         except httpx.TimeoutException as exc:

@@ -26,8 +26,8 @@ from vlmserve.errors import (
 )
 
 
-def engine_error_from_response(status: int, body: bytes, engine: str) -> VlmServeError:
-    """Map an engine's HTTP error to our tree, keeping its message."""
+def engine_error_from_response(status: int, body: bytes, engine: str, retry_after: str | None = None) -> VlmServeError:
+    """Map an engine's HTTP error to our tree, keeping its message (and the engine's Retry-After)."""
     message = body.decode("utf-8", "replace")[:500]
     try:
         parsed = orjson.loads(body)
@@ -38,10 +38,11 @@ def engine_error_from_response(status: int, body: bytes, engine: str) -> VlmServ
     text = f"{engine}: {message}"
     if status == 404:
         return ModelNotFound(text)
+    retry = float(retry_after) if retry_after and retry_after.isdigit() else 1.0
     if status == 429:
-        return Overloaded(text)
+        return Overloaded(text, retry_after=retry)
     if status == 503:
-        return Unavailable(text)
+        return Unavailable(text, retry_after=retry)
     if 400 <= status < 500:
         return BadRequest(text, code="engine_rejected")
     return EngineError(f"{text} (HTTP {status})")
@@ -121,7 +122,9 @@ class OpenAICompatibleBackend:
         except httpx.HTTPError as exc:
             raise EngineError(f"{self.spec.name}: engine unreachable ({exc.__class__.__name__})") from exc
         if response.status_code != 200:
-            raise engine_error_from_response(response.status_code, response.content, self.spec.name)
+            raise engine_error_from_response(
+                response.status_code, response.content, self.spec.name, response.headers.get("retry-after")
+            )
         result: dict[str, Any] = orjson.loads(response.content)
         return result
 
@@ -133,13 +136,22 @@ class OpenAICompatibleBackend:
             response = await self._client.send(request, stream=True)
             try:
                 if response.status_code != 200:
-                    raise engine_error_from_response(response.status_code, await response.aread(), self.spec.name)
+                    raise engine_error_from_response(
+                        response.status_code,
+                        await response.aread(),
+                        self.spec.name,
+                        response.headers.get("retry-after"),
+                    )
+                done = False
                 async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
+                    # read to the end of the body even after [DONE]: only a fully read response goes back to
+                    # the keep-alive pool (a new TCP connection per request costs more than the rest together)
+                    if done or not line.startswith("data:"):
                         continue
                     payload = line[5:].strip()
                     if payload == "[DONE]":
-                        break
+                        done = True
+                        continue
                     event = orjson.loads(payload)
                     if "error" in event:
                         raise EngineError(f"{self.spec.name}: {event['error']}")
