@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterator
 
 import httpx
 import ollama
 import pytest
-
 from conftest import text_image
 from server_process import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def client(server: ServerProcess) -> ollama.Client:
-    return ollama.Client(host=server.url)
+def client(server: ServerProcess) -> Iterator[ollama.Client]:
+    with ollama.Client(host=server.url) as client:
+        yield client
 
 
 def test_root_and_version(server: ServerProcess, client: ollama.Client) -> None:
@@ -32,8 +33,11 @@ def test_list_shows_catalog(client: ollama.Client) -> None:
 
 
 def test_chat_non_stream_with_stats(client: ollama.Client) -> None:
-    reply = client.chat(model="smollm2", messages=[{"role": "user", "content": "What is 2 + 2?"}],
-                        options={"num_predict": 12, "temperature": 0, "seed": 3})
+    reply = client.chat(
+        model="smollm2",
+        messages=[{"role": "user", "content": "What is 2 + 2?"}],
+        options={"num_predict": 12, "temperature": 0, "seed": 3},
+    )
     assert "4" in reply.message.content
     assert reply.done and reply.done_reason in ("stop", "length")
     assert reply.prompt_eval_count and reply.prompt_eval_count > 5
@@ -43,8 +47,14 @@ def test_chat_non_stream_with_stats(client: ollama.Client) -> None:
 
 
 def test_chat_streams_ndjson(client: ollama.Client) -> None:
-    parts = list(client.chat(model="smollm2:latest", messages=[{"role": "user", "content": "Say hello."}],
-                             stream=True, options={"num_predict": 10}))
+    parts = list(
+        client.chat(
+            model="smollm2:latest",
+            messages=[{"role": "user", "content": "Say hello."}],
+            stream=True,
+            options={"num_predict": 10},
+        )
+    )
     assert len(parts) > 3
     assert all(not p.done for p in parts[:-1])
     final = parts[-1]
@@ -60,35 +70,49 @@ def test_generate_stream_and_not(client: ollama.Client) -> None:
 
 
 def test_generate_raw_and_system(client: ollama.Client) -> None:
-    raw = client.generate(model="smollm2", prompt="The capital of France is", raw=True,
-                          options={"num_predict": 5, "temperature": 0})
+    raw = client.generate(
+        model="smollm2", prompt="The capital of France is", raw=True, options={"num_predict": 5, "temperature": 0}
+    )
     assert raw.response.strip()
-    with_system = client.generate(model="smollm2", prompt="hello", system="Answer in one word.",
-                                  options={"num_predict": 5})
+    with_system = client.generate(
+        model="smollm2", prompt="hello", system="Answer in one word.", options={"num_predict": 5}
+    )
     assert with_system.done
 
 
 def test_generate_stop_option(client: ollama.Client) -> None:
-    reply = client.generate(model="smollm2", prompt="List the numbers 1 to 9 separated by commas.",
-                            options={"num_predict": 40, "temperature": 0, "stop": ["5"]})
+    reply = client.generate(
+        model="smollm2",
+        prompt="List the numbers 1 to 9 separated by commas.",
+        options={"num_predict": 40, "temperature": 0, "stop": ["5"]},
+    )
     assert "5" not in reply.response and reply.done_reason == "stop"
 
 
 def test_json_format(client: ollama.Client) -> None:
-    reply = client.chat(model="smollm2", format="json", options={"num_predict": 40, "temperature": 0},
-                        messages=[{"role": "user", "content": "Give a JSON object with a key name."}])
+    reply = client.chat(
+        model="smollm2",
+        format="json",
+        options={"num_predict": 40, "temperature": 0},
+        messages=[{"role": "user", "content": "Give a JSON object with a key name."}],
+    )
     assert reply.message.content.lstrip().startswith("{")
 
 
 def test_chat_with_image_reads_text(client: ollama.Client) -> None:
-    reply = client.chat(model="rapidocr", messages=[{"role": "user", "content": "read", "images": [
-        text_image("PARCEL 5531")]}])
+    reply = client.chat(
+        model="rapidocr", messages=[{"role": "user", "content": "read", "images": [text_image("PARCEL 5531")]}]
+    )
     assert "5531" in reply.message.content
 
 
 def test_generate_with_image_on_pipeline(client: ollama.Client) -> None:
-    reply = client.generate(model="smollm2-ocr", prompt="What is the total amount?",
-                            images=[text_image("TOTAL 42.50 EUR")], options={"num_predict": 30, "temperature": 0})
+    reply = client.generate(
+        model="smollm2-ocr",
+        prompt="What is the total amount?",
+        images=[text_image("TOTAL 42.50 EUR")],
+        options={"num_predict": 30, "temperature": 0},
+    )
     assert "42.50" in reply.response
 
 
@@ -131,14 +155,17 @@ def test_image_to_text_model_is_400(client: ollama.Client) -> None:
     assert info.value.status_code == 400
 
 
-@pytest.mark.parametrize("body", [
-    b"{broken",
-    b'{"model": "smollm2", "messages": [{"role": "user", "content": 5}]}',
-    b'{"model": "smollm2", "messages": [{"role": "user", "content": "x", "images": ["%%%"]}]}',
-    b'{"model": "rapidocr", "messages": [{"role": "user", "content": "x", "images": ["aGVsbG8="]}]}',
-    b'{"messages": [{"role": "user", "content": "x"}]}',
-    b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "keep_alive": "soon"}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{broken",
+        b'{"model": "smollm2", "messages": [{"role": "user", "content": 5}]}',
+        b'{"model": "smollm2", "messages": [{"role": "user", "content": "x", "images": ["%%%"]}]}',
+        b'{"model": "rapidocr", "messages": [{"role": "user", "content": "x", "images": ["aGVsbG8="]}]}',
+        b'{"messages": [{"role": "user", "content": "x"}]}',
+        b'{"model": "smollm2", "messages": [{"role": "user", "content": "x"}], "keep_alive": "soon"}',
+    ],
+)
 def test_bad_chat_input_is_400_in_ollama_shape(server: ServerProcess, body: bytes) -> None:
     response = httpx.post(server.url + "/api/chat", content=body)  # no content-type, as curl -d sends
     assert response.status_code == 400, response.text
@@ -166,6 +193,9 @@ def test_keep_alive_zero_unloads_after_request(client: ollama.Client) -> None:
 
 def test_base64_images_accept_str(server: ServerProcess) -> None:
     b64 = base64.b64encode(text_image("KIWI 12")).decode()
-    reply = httpx.post(server.url + "/api/generate", json={"model": "rapidocr", "prompt": "read", "images": [b64],
-                                                            "stream": False}, timeout=60).json()
+    reply = httpx.post(
+        server.url + "/api/generate",
+        json={"model": "rapidocr", "prompt": "read", "images": [b64], "stream": False},
+        timeout=60,
+    ).json()
     assert "12" in reply["response"]

@@ -7,10 +7,9 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
-from vlmserve.backends.openai_http import engine_error_from_response, make_timeout
+from vlmserve.backends.http_client import EngineHTTP
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
     ChatChunk,
@@ -25,7 +24,7 @@ from vlmserve.domain.types import (
     SamplingParams,
     Usage,
 )
-from vlmserve.errors import EngineError, EngineTimeout
+from vlmserve.errors import EngineError
 
 
 def _options(sampling: SamplingParams) -> dict[str, Any]:
@@ -72,7 +71,7 @@ class OllamaBackend:
         self.spec = spec
         self._root = base_url.rstrip("/")
         self._remote_model = spec.remote_model or spec.name
-        self._client = httpx.AsyncClient(timeout=make_timeout(spec.connect_timeout, spec.read_timeout))
+        self._http = EngineHTTP(spec.name, connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout)
         self._started = False
 
     @property
@@ -90,14 +89,10 @@ class OllamaBackend:
         self._started = False
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     async def health(self) -> bool:
-        try:
-            response = await self._client.get(f"{self._root}/api/version", timeout=2.0)
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+        return await self._http.probe(f"{self._root}/api/version")
 
     def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         body: dict[str, Any] = {
@@ -130,53 +125,30 @@ class OllamaBackend:
         body: dict[str, Any] = {"model": self._remote_model, "input": request.inputs, "truncate": request.truncate}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
+        data = await self._http.post_json(f"{self._root}/api/embed", body)
         try:
-            response = await self._client.post(f"{self._root}/api/embed", content=orjson.dumps(body))
-        except httpx.TimeoutException as exc:
-            raise EngineTimeout(f"{self.spec.name}: Ollama timed out") from exc
-        except httpx.HTTPError as exc:
-            raise EngineError(f"{self.spec.name}: Ollama unreachable ({exc.__class__.__name__})") from exc
-        if response.status_code != 200:
-            raise engine_error_from_response(
-                response.status_code, response.content, self.spec.name, response.headers.get("retry-after")
-            )
-        data = orjson.loads(response.content)
-        return EmbedResult(vectors=data["embeddings"], prompt_tokens=int(data.get("prompt_eval_count", 0)))
+            return EmbedResult(vectors=data["embeddings"], prompt_tokens=int(data.get("prompt_eval_count", 0)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EngineError(f"{self.spec.name}: Ollama sent a malformed embed answer") from exc
 
     async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[ChatChunk]:
         final: ChatChunk | None = None
-        try:
-            request = self._client.build_request("POST", f"{self._root}{path}", content=orjson.dumps(body))
-            response = await self._client.send(request, stream=True)
+        async for line in self._http.stream_lines(f"{self._root}{path}", body):
+            if final is not None:
+                continue  # read to the end so the connection returns to the keep-alive pool
             try:
-                if response.status_code != 200:
-                    raise engine_error_from_response(
-                        response.status_code,
-                        await response.aread(),
-                        self.spec.name,
-                        response.headers.get("retry-after"),
-                    )
-                async for line in response.aiter_lines():
-                    if final is not None or not line.strip():
-                        continue  # read to the end so the connection returns to the keep-alive pool
-                    event = orjson.loads(line)
-                    if "error" in event:
-                        raise EngineError(f"{self.spec.name}: {event['error']}")
-                    text = (event.get("message") or {}).get("content") or event.get("response") or ""
-                    if text:
-                        yield ChatChunk(text=text)
-                    if event.get("done"):
-                        reason: FinishReason = "length" if event.get("done_reason") == "length" else "stop"
-                        usage = Usage(int(event.get("prompt_eval_count", 0)), int(event.get("eval_count", 0)))
-                        final = ChatChunk(finish_reason=reason, usage=usage)
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException as exc:
-            raise EngineTimeout(f"{self.spec.name}: Ollama timed out") from exc
-        except httpx.HTTPError as exc:
-            raise EngineError(f"{self.spec.name}: Ollama connection failed ({exc.__class__.__name__})") from exc
-        except orjson.JSONDecodeError as exc:
-            raise EngineError(f"{self.spec.name}: Ollama sent malformed stream data") from exc
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise EngineError(f"{self.spec.name}: Ollama sent malformed stream data") from exc
+            if "error" in event:
+                raise EngineError(f"{self.spec.name}: {event['error']}")
+            text = (event.get("message") or {}).get("content") or event.get("response") or ""
+            if text:
+                yield ChatChunk(text=text)
+            if event.get("done"):
+                reason: FinishReason = "length" if event.get("done_reason") == "length" else "stop"
+                usage = Usage(int(event.get("prompt_eval_count", 0)), int(event.get("eval_count", 0)))
+                final = ChatChunk(finish_reason=reason, usage=usage)
         if final is None:
             raise EngineError(f"{self.spec.name}: Ollama stream ended before done")
         yield final

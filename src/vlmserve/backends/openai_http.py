@@ -1,7 +1,7 @@
 """Client for OpenAI-compatible engines: local runners and remote vLLM / llama.cpp server / LM Studio / OpenAI.
 
-Always streams from the engine (one code path; non-streaming answers are assembled above). Closing the
-returned iterator closes the HTTP connection, which makes llama.cpp and vLLM abort the generation.
+Streaming requests stream from the engine; non-streaming ones ask for one JSON answer (less parsing per
+token). Closing the returned iterator closes the HTTP connection, which makes llama.cpp and vLLM abort.
 """
 
 from __future__ import annotations
@@ -9,47 +9,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import orjson
 
 from vlmserve.backends import openai_wire as wire
+from vlmserve.backends.http_client import EngineHTTP
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Usage
-from vlmserve.errors import (
-    BadRequest,
-    EngineError,
-    EngineTimeout,
-    ModelNotFound,
-    Overloaded,
-    Unavailable,
-    VlmServeError,
-)
+from vlmserve.errors import EngineError
 
 
-def engine_error_from_response(status: int, body: bytes, engine: str, retry_after: str | None = None) -> VlmServeError:
-    """Map an engine's HTTP error to our tree, keeping its message (and the engine's Retry-After)."""
-    message = body.decode("utf-8", "replace")[:500]
-    try:
-        parsed = orjson.loads(body)
-        err = parsed.get("error", parsed)
-        message = str(err.get("message", err) if isinstance(err, dict) else err)
-    except (orjson.JSONDecodeError, AttributeError):
-        pass
-    text = f"{engine}: {message}"
-    if status == 404:
-        return ModelNotFound(text)
-    retry = float(retry_after) if retry_after and retry_after.isdigit() else 1.0
-    if status == 429:
-        return Overloaded(text, retry_after=retry)
-    if status == 503:
-        return Unavailable(text, retry_after=retry)
-    if 400 <= status < 500:
-        return BadRequest(text, code="engine_rejected")
-    return EngineError(f"{text} (HTTP {status})")
-
-
-def make_timeout(connect: float, read: float) -> httpx.Timeout:
-    return httpx.Timeout(connect=connect, read=read, write=read, pool=connect)
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
 
 
 class OpenAICompatibleBackend:
@@ -61,11 +33,9 @@ class OpenAICompatibleBackend:
         self._v1 = root if root.endswith("/v1") else f"{root}/v1"
         self._root = self._v1[: -len("/v1")]
         self._remote_model = spec.remote_model or spec.name
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(
-            headers=headers,
-            timeout=make_timeout(spec.connect_timeout, spec.read_timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._http = EngineHTTP(
+            spec.name, connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout, headers=headers
         )
         self._started = False
 
@@ -84,100 +54,77 @@ class OpenAICompatibleBackend:
         self._started = False
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
     async def health(self) -> bool:
-        for url in (f"{self._root}/health", f"{self._v1}/models"):
-            try:
-                response = await self._client.get(url, timeout=2.0)
-            except httpx.HTTPError:
-                continue
-            if response.status_code == 200:
-                return True
-        return False
+        return await self._http.probe(f"{self._root}/health") or await self._http.probe(f"{self._v1}/models")
 
     def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        return self._stream("/chat/completions", wire.chat_body(request, self._remote_model), chat=True)
+        body = wire.chat_body(request, self._remote_model)
+        if request.stream:
+            return self._stream("/chat/completions", body, chat=True)
+        return self._once("/chat/completions", body, chat=True)
 
     def complete(self, request: CompletionRequest) -> AsyncIterator[ChatChunk]:
-        return self._stream("/completions", wire.completion_body(request, self._remote_model), chat=False)
+        body = wire.completion_body(request, self._remote_model)
+        if request.stream:
+            return self._stream("/completions", body, chat=False)
+        return self._once("/completions", body, chat=False)
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         body: dict[str, Any] = {"model": self._remote_model, "input": request.inputs}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
-        data = await self._post_json("/embeddings", body)
-        rows = sorted(data.get("data", []), key=lambda row: row.get("index", 0))
-        usage = data.get("usage") or {}
-        return EmbedResult(
-            vectors=[list(map(float, row["embedding"])) for row in rows],
-            prompt_tokens=int(usage.get("prompt_tokens", 0)),
-        )
-
-    async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        data = await self._http.post_json(f"{self._v1}/embeddings", body)
         try:
-            response = await self._client.post(f"{self._v1}{path}", content=orjson.dumps(body), headers=_JSON)
-        except httpx.TimeoutException as exc:
-            raise EngineTimeout(f"{self.spec.name}: engine timed out") from exc
-        except httpx.HTTPError as exc:
-            raise EngineError(f"{self.spec.name}: engine unreachable ({exc.__class__.__name__})") from exc
-        if response.status_code != 200:
-            raise engine_error_from_response(
-                response.status_code, response.content, self.spec.name, response.headers.get("retry-after")
-            )
-        result: dict[str, Any] = orjson.loads(response.content)
-        return result
+            rows = sorted(data["data"], key=lambda row: row.get("index", 0))
+            vectors = [list(map(float, row["embedding"])) for row in rows]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EngineError(f"{self.spec.name}: engine sent a malformed embeddings answer") from exc
+        usage = _usage(data.get("usage"))
+        return EmbedResult(vectors=vectors, prompt_tokens=usage.prompt_tokens if usage else 0)
+
+    async def _once(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[ChatChunk]:
+        body = {**body, "stream": False}
+        body.pop("stream_options", None)
+        data = await self._http.post_json(f"{self._v1}{path}", body)
+        try:
+            choice = data["choices"][0]
+            text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise EngineError(f"{self.spec.name}: engine sent a malformed answer") from exc
+        if text:
+            yield ChatChunk(text=str(text))
+        reason = wire.finish_reason_from_wire(choice.get("finish_reason")) or "stop"
+        yield ChatChunk(finish_reason=reason, usage=_usage(data.get("usage")) or Usage())
 
     async def _stream(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[ChatChunk]:
         usage: Usage | None = None
         finish: ChatChunk | None = None
-        try:
-            request = self._client.build_request("POST", f"{self._v1}{path}", content=orjson.dumps(body), headers=_JSON)
-            response = await self._client.send(request, stream=True)
+        done = False
+        async for line in self._http.stream_lines(f"{self._v1}{path}", body):
+            # keep reading after [DONE]: only a fully read response returns its connection to the pool
+            if done or not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                done = True
+                continue
             try:
-                if response.status_code != 200:
-                    raise engine_error_from_response(
-                        response.status_code,
-                        await response.aread(),
-                        self.spec.name,
-                        response.headers.get("retry-after"),
-                    )
-                done = False
-                async for line in response.aiter_lines():
-                    # read to the end of the body even after [DONE]: only a fully read response goes back to
-                    # the keep-alive pool (a new TCP connection per request costs more than the rest together)
-                    if done or not line.startswith("data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == "[DONE]":
-                        done = True
-                        continue
-                    event = orjson.loads(payload)
-                    if "error" in event:
-                        raise EngineError(f"{self.spec.name}: {event['error']}")
-                    if event.get("usage"):
-                        usage = Usage(
-                            event["usage"].get("prompt_tokens", 0), event["usage"].get("completion_tokens", 0)
-                        )
-                    for choice in event.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                        reason = wire.finish_reason_from_wire(choice.get("finish_reason"))
-                        if text:
-                            yield ChatChunk(text=text)
-                        if reason is not None:
-                            finish = ChatChunk(finish_reason=reason)
-            finally:
-                await response.aclose()
-        except httpx.TimeoutException as exc:
-            raise EngineTimeout(f"{self.spec.name}: engine timed out") from exc
-        except httpx.HTTPError as exc:
-            raise EngineError(f"{self.spec.name}: engine connection failed ({exc.__class__.__name__})") from exc
-        except orjson.JSONDecodeError as exc:
-            raise EngineError(f"{self.spec.name}: engine sent malformed stream data") from exc
+                event = orjson.loads(payload)
+            except orjson.JSONDecodeError as exc:
+                raise EngineError(f"{self.spec.name}: engine sent malformed stream data") from exc
+            if "error" in event:
+                raise EngineError(f"{self.spec.name}: {event['error']}")
+            usage = _usage(event.get("usage")) or usage
+            for choice in event.get("choices") or []:
+                text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
+                reason = wire.finish_reason_from_wire(choice.get("finish_reason"))
+                if text:
+                    yield ChatChunk(text=text)
+                if reason is not None:
+                    finish = ChatChunk(finish_reason=reason)
         if finish is None:
             raise EngineError(f"{self.spec.name}: engine stream ended without a finish reason")
         finish.usage = usage or Usage()
         yield finish
-
-
-_JSON = {"Content-Type": "application/json"}

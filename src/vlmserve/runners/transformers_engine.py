@@ -1,0 +1,235 @@
+"""Transformers engine: a Hugging Face model folder (VLM or text-only) on torch, streaming token by token.
+
+Image-text-to-text folders (LLaVA, Idefics3/SmolVLM, ...) load with AutoProcessor +
+AutoModelForImageTextToText; anything else with AutoTokenizer + AutoModelForCausalLM. `model.generate` runs in
+a thread and feeds a TextIteratorStreamer; a StoppingCriteria watches the cancel event (client gone) and our
+own stop flag (a stop string was seen), so generation ends at the next token either way.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.types import (
+    ChatChunk,
+    FinishReason,
+    ImageInput,
+    ImagePart,
+    Message,
+    SamplingParams,
+    TextPart,
+    Usage,
+)
+from vlmserve.errors import EngineError, InvalidMedia, UnsupportedCapability
+
+DEFAULT_MAX_TOKENS = 256
+
+
+def pick_device(device: str, cuda_available: bool) -> str:
+    if device == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if device == "cuda" and not cuda_available:
+        raise SystemExit("device: cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def pick_dtype_name(dtype: str, device: str, bf16_ok: bool) -> str:
+    if dtype != "auto":
+        return dtype
+    if device == "cpu":
+        return "float32"
+    return "bfloat16" if bf16_ok else "float16"
+
+
+def _open_image(data: bytes) -> Any:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidMedia(f"cannot decode image: {exc}") from exc
+    return image.convert("RGB")
+
+
+class _StopBuffer:
+    """Holds back text that could be the start of a stop string; cuts at the first stop string."""
+
+    def __init__(self, stops: list[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def push(self, piece: str) -> str:
+        self.text += piece
+        hits = [i for i in (self.text.find(s, max(0, self.sent - self.hold)) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            return self._take(min(hits))
+        return self._take(len(self.text) - self.hold)
+
+    def flush(self) -> str:
+        return "" if self.stopped else self._take(len(self.text))
+
+    def _take(self, end: int) -> str:
+        if end <= self.sent:
+            return ""
+        out, self.sent = self.text[self.sent:end], end
+        return out
+
+
+class TransformersEngine:
+    def __init__(self, spec: ModelSpec, *, threads: int | None) -> None:
+        import torch
+        import transformers as tf
+        from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        if not spec.path or not os.path.isdir(spec.path):
+            raise SystemExit(f"transformers model folder not found: {spec.path}")
+        n_threads = spec.threads or threads
+        if n_threads:
+            torch.set_num_threads(n_threads)
+        self.spec = spec
+        self.device = pick_device(spec.device, torch.cuda.is_available())
+        bf16_ok = self.device == "cuda" and torch.cuda.is_bf16_supported()
+        self.dtype = getattr(torch, pick_dtype_name(spec.dtype, self.device, bf16_ok))
+        kwargs: dict[str, Any] = {"dtype": self.dtype}
+        quantized = spec.quantization != "none"
+        if quantized:
+            if self.device != "cuda":
+                raise SystemExit(f"quantization {spec.quantization} needs bitsandbytes on a CUDA device; "
+                                 f"this model would run on {self.device}: set quantization: none")
+            kwargs["quantization_config"] = tf.BitsAndBytesConfig(
+                load_in_8bit=spec.quantization == "8bit", load_in_4bit=spec.quantization == "4bit",
+                bnb_4bit_compute_dtype=self.dtype)
+            kwargs["device_map"] = self.device
+        config = tf.AutoConfig.from_pretrained(spec.path)
+        self.vision = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+        if self.vision:
+            self.processor: Any = tf.AutoProcessor.from_pretrained(spec.path)
+            self.tokenizer: Any = self.processor.tokenizer
+            model: Any = tf.AutoModelForImageTextToText.from_pretrained(spec.path, **kwargs)
+        else:
+            self.tokenizer = tf.AutoTokenizer.from_pretrained(spec.path)
+            self.processor = self.tokenizer
+            model = tf.AutoModelForCausalLM.from_pretrained(spec.path, **kwargs)
+        if spec.chat_template:
+            self.processor.chat_template = spec.chat_template
+        self.model: Any = model.eval() if quantized else model.to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = eos if isinstance(eos, list) else [eos]
+        self.eos_ids = {i for i in [*eos_ids, self.tokenizer.eos_token_id] if i is not None}
+
+    def _conversation(self, messages: list[Message]) -> list[dict[str, Any]]:
+        conversation: list[dict[str, Any]] = []
+        for message in messages:
+            if not self.vision:
+                if message.has_images:
+                    raise UnsupportedCapability(f"model {self.spec.name} is text-only and cannot read images")
+                conversation.append({"role": message.role, "content": message.text})
+                continue
+            content: list[dict[str, Any]] = []
+            for part in message.parts:
+                if isinstance(part, TextPart):
+                    content.append({"type": "text", "text": part.text})
+                elif isinstance(part, ImageInput | ImagePart):
+                    content.append({"type": "image", "image": _open_image(part.data)})
+            conversation.append({"role": message.role, "content": content})
+        return conversation
+
+    def _inputs(self, messages: list[Message]) -> Any:
+        conversation = self._conversation(messages)
+        try:
+            inputs = self.processor.apply_chat_template(
+                conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+        except ValueError as exc:  # no chat template, wrong image count, ...
+            raise EngineError(f"cannot build the prompt: {exc}") from exc
+        if self.vision:
+            return inputs.to(self.device, dtype=self.dtype)
+        return inputs.to(self.device)
+
+    def _generate_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:
+        import torch
+
+        kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_tokens or DEFAULT_MAX_TOKENS}
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        if sampling.temperature:
+            kwargs.update(do_sample=True, temperature=sampling.temperature)
+            if sampling.top_p is not None:
+                kwargs["top_p"] = sampling.top_p
+            if sampling.top_k is not None:
+                kwargs["top_k"] = sampling.top_k
+        else:
+            kwargs["do_sample"] = False
+        if sampling.repeat_penalty is not None:
+            kwargs["repetition_penalty"] = sampling.repeat_penalty
+        pad = self.tokenizer.pad_token_id
+        kwargs["pad_token_id"] = pad if pad is not None else next(iter(self.eos_ids), None)
+        return kwargs
+
+    def generate(self, messages: list[Message], sampling: SamplingParams, cancel: threading.Event) -> Iterator[ChatChunk]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        inputs = self._inputs(messages)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        kwargs = self._generate_kwargs(sampling)
+        halt = threading.Event()  # set by us: stop string seen, or the consumer went away
+
+        class _Halt(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **_: Any) -> Any:
+                done = cancel.is_set() or halt.is_set()
+                return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        result: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    result["out"] = self.model.generate(
+                        **inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Halt()]), **kwargs)
+            except BaseException as exc:  # re-raised in the consumer's thread
+                result["error"] = exc
+                streamer.end()
+
+        thread = threading.Thread(target=work, name="transformers-generate", daemon=True)
+        thread.start()
+        buffer = _StopBuffer(sampling.stop)
+        try:
+            for piece in streamer:
+                text = buffer.push(piece)
+                if text:
+                    yield ChatChunk(text=text)
+                if buffer.stopped or cancel.is_set():
+                    halt.set()
+                    break
+            for _ in streamer:  # drain until generate has returned
+                pass
+        finally:
+            halt.set()
+            thread.join()
+        if "error" in result:
+            raise EngineError(f"generation failed: {result['error']}") from result["error"]
+        generated = result["out"][0, prompt_tokens:].tolist()
+        finish: FinishReason = "stop"
+        if not buffer.stopped and not cancel.is_set():
+            tail = buffer.flush()
+            if tail:
+                yield ChatChunk(text=tail)
+            ended_on_eos = bool(generated) and generated[-1] in self.eos_ids
+            if len(generated) >= kwargs["max_new_tokens"] and not ended_on_eos:
+                finish = "length"
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(generated))
+        yield ChatChunk(finish_reason=finish, usage=usage)
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        raise NotImplementedError("the transformers engine serves chat models; use onnx-embed for embeddings")
