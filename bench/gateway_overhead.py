@@ -17,8 +17,7 @@ the box skews every figure.
 Load client: a minimal asyncio HTTP/1.1 keep-alive client (RawConnection, default). httpx.AsyncClient was tried
 first: against the same instant fake it made ~140 req/s at concurrency 64 (its connection pool dominates) vs
 ~6000 req/s for the raw client, so with httpx the client is what gets measured. `--client httpx` keeps that
-option. vlmserve always streams from its engines, so a non-stream request through the gateway is an SSE stream
-upstream, assembled by the gateway; direct non-stream requests get a plain JSON answer.
+option. Non-stream requests are non-stream on both paths (vlmserve asks its engine for one JSON answer).
 """
 
 from __future__ import annotations
