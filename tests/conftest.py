@@ -8,7 +8,6 @@ from collections.abc import Iterator
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
-
 from server_process import ServerProcess, running_server
 
 

@@ -37,8 +37,9 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def running_server(config: dict[str, Any] | None = None, *, env: dict[str, str] | None = None,
-                   startup_timeout: float = 60.0) -> Iterator[ServerProcess]:
+def running_server(
+    config: dict[str, Any] | None = None, *, env: dict[str, str] | None = None, startup_timeout: float = 60.0
+) -> Iterator[ServerProcess]:
     """Yield a started server; `config` becomes its YAML config file. Stops it (and its runners) on exit."""
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="vlmserve-test-"))

@@ -10,47 +10,64 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import text_image
 from server_process import ServerProcess
 
 
 def test_process_multipart(server: ServerProcess) -> None:
-    response = httpx.post(server.url + "/process", timeout=120,
-                          files={"image": ("receipt.png", text_image("TOTAL 42.50 EUR"), "image/png")},
-                          data={"message": "What is the total amount?"})
+    response = httpx.post(
+        server.url + "/process",
+        timeout=120,
+        files={"image": ("receipt.png", text_image("TOTAL 42.50 EUR"), "image/png")},
+        data={"message": "What is the total amount?"},
+    )
     assert response.status_code == 200, response.text
     assert "42.50" in response.json()["response"]
 
 
 def test_process_with_explicit_ocr_model(server: ServerProcess) -> None:
-    response = httpx.post(server.url + "/process", timeout=60,
-                          files={"image": ("a.png", text_image("MANGO 9"), "image/png")},
-                          data={"message": "read", "model": "rapidocr"})
+    response = httpx.post(
+        server.url + "/process",
+        timeout=60,
+        files={"image": ("a.png", text_image("MANGO 9"), "image/png")},
+        data={"message": "read", "model": "rapidocr"},
+    )
     assert "MANGO" in response.json()["response"] and list(response.json()) == ["response"]
 
 
 def test_analyze_json_and_upload(server: ServerProcess) -> None:
     b64 = base64.b64encode(text_image("LEMON 31")).decode()
-    reply = httpx.post(server.url + "/analyze", json={"prompt": "read", "image_base64": b64, "model": "ocr"},
-                       timeout=60)
+    reply = httpx.post(
+        server.url + "/analyze", json={"prompt": "read", "image_base64": b64, "model": "ocr"}, timeout=60
+    )
     assert reply.status_code == 200 and "LEMON" in reply.json()["response"] and "31" in reply.json()["response"]
     assert reply.json()["model"] == "ocr" and reply.json()["usage"]["prompt_tokens"] == 1
     data_uri = "data:image/png;base64," + b64  # seeds accepted data URIs here too
-    assert "31" in httpx.post(server.url + "/analyze", json={"image_base64": data_uri, "model": "rapidocr"},
-                              timeout=60).json()["response"]
-    upload = httpx.post(server.url + "/analyze/upload", timeout=60, data={"prompt": "read", "model": "rapidocr"},
-                        files={"file": ("x.png", text_image("PEACH 8"), "image/png")})
+    assert (
+        "31"
+        in httpx.post(server.url + "/analyze", json={"image_base64": data_uri, "model": "rapidocr"}, timeout=60).json()[
+            "response"
+        ]
+    )
+    upload = httpx.post(
+        server.url + "/analyze/upload",
+        timeout=60,
+        data={"prompt": "read", "model": "rapidocr"},
+        files={"file": ("x.png", text_image("PEACH 8"), "image/png")},
+    )
     assert "PEACH" in upload.json()["response"]
 
 
-@pytest.mark.parametrize("kwargs,status", [
-    ({"data": {"message": "no image"}}, 400),
-    ({"files": {"image": ("e.png", b"", "image/png")}}, 400),
-    ({"files": {"image": ("t.jpg", b"this is a text file", "image/jpeg")}}, 400),
-    ({"files": {"image": ("i.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml")}}, 400),
-    ({"json": {"message": "wrong content type"}}, 400),
-])
+@pytest.mark.parametrize(
+    "kwargs,status",
+    [
+        ({"data": {"message": "no image"}}, 400),
+        ({"files": {"image": ("e.png", b"", "image/png")}}, 400),
+        ({"files": {"image": ("t.jpg", b"this is a text file", "image/jpeg")}}, 400),
+        ({"files": {"image": ("i.svg", b"<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml")}}, 400),
+        ({"json": {"message": "wrong content type"}}, 400),
+    ],
+)
 def test_process_bad_input_is_400(server: ServerProcess, kwargs: dict[str, object], status: int) -> None:
     response = httpx.post(server.url + "/process", timeout=30, **kwargs)  # type: ignore[arg-type]
     assert response.status_code == status, response.text
@@ -91,8 +108,13 @@ def _runner_pids(model: str) -> list[int]:
 
 
 def test_crashed_runner_gives_502_and_next_request_recovers(server: ServerProcess) -> None:
-    body = {"model": "smollm2", "messages": [{"role": "user", "content": "Write a very long essay about rivers."}],
-            "max_tokens": 2000, "temperature": 0.8, "stream": True}
+    body = {
+        "model": "smollm2",
+        "messages": [{"role": "user", "content": "Write a very long essay about rivers."}],
+        "max_tokens": 2000,
+        "temperature": 0.8,
+        "stream": True,
+    }
     with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60) as response:
         assert response.status_code == 200
         lines = response.iter_lines()
@@ -109,8 +131,11 @@ def test_crashed_runner_gives_502_and_next_request_recovers(server: ServerProces
     # the server stays up, and the next request starts a fresh runner
     deadline = time.monotonic() + 60
     while True:
-        reply = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
-            "model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3})
+        reply = httpx.post(
+            server.url + "/v1/chat/completions",
+            timeout=60,
+            json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3},
+        )
         if reply.status_code == 200 or time.monotonic() > deadline:
             break
     assert reply.status_code == 200, reply.text
@@ -118,8 +143,11 @@ def test_crashed_runner_gives_502_and_next_request_recovers(server: ServerProces
 
 
 def test_non_stream_request_to_dying_runner_is_502(server: ServerProcess) -> None:
-    httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
-        "model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1})
+    httpx.post(
+        server.url + "/v1/chat/completions",
+        timeout=60,
+        json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
+    )
     pids = _runner_pids("smollm2")
 
     def kill_soon() -> None:
@@ -131,9 +159,15 @@ def test_non_stream_request_to_dying_runner_is_502(server: ServerProcess) -> Non
 
     killer = threading.Thread(target=kill_soon)
     killer.start()
-    reply = httpx.post(server.url + "/v1/chat/completions", timeout=60, json={
-        "model": "smollm2", "messages": [{"role": "user", "content": "Write a very long essay about mountains."}],
-        "max_tokens": 1500})
+    reply = httpx.post(
+        server.url + "/v1/chat/completions",
+        timeout=60,
+        json={
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "Write a very long essay about mountains."}],
+            "max_tokens": 1500,
+        },
+    )
     killer.join()
     assert reply.status_code == 502, reply.text
     assert reply.json()["error"]["type"] == "engine_error"

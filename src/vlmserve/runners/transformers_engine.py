@@ -88,8 +88,10 @@ class _StopBuffer:
 class TransformersEngine:
     def __init__(self, spec: ModelSpec, *, threads: int | None) -> None:
         import torch
-        import transformers as tf
+        import transformers
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+        tf: Any = transformers  # transformers is only partly typed
 
         if not spec.path or not os.path.isdir(spec.path):
             raise SystemExit(f"transformers model folder not found: {spec.path}")
@@ -175,7 +177,9 @@ class TransformersEngine:
         kwargs["pad_token_id"] = pad if pad is not None else next(iter(self.eos_ids), None)
         return kwargs
 
-    def generate(self, messages: list[Message], sampling: SamplingParams, cancel: threading.Event) -> Iterator[ChatChunk]:
+    def generate(
+        self, messages: list[Message], sampling: SamplingParams, cancel: threading.Event
+    ) -> Iterator[ChatChunk]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
@@ -189,7 +193,7 @@ class TransformersEngine:
                 done = cancel.is_set() or halt.is_set()
                 return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer: Any = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         result: dict[str, Any] = {}
 
         def work() -> None:
@@ -211,9 +215,9 @@ class TransformersEngine:
                     yield ChatChunk(text=text)
                 if buffer.stopped or cancel.is_set():
                     halt.set()
+                    for _ in streamer:  # drain until generate has returned
+                        pass
                     break
-            for _ in streamer:  # drain until generate has returned
-                pass
         finally:
             halt.set()
             thread.join()
