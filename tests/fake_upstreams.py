@@ -245,6 +245,10 @@ class FakeUpstream:
             await asyncio.sleep(b.initial_delay)
         if b.error_status is not None:
             return self._error(path, b.error_status)
+        generating = path.startswith("/v1/") and "embed" not in path
+        if b.token_delay and not b.instant and not body.get("stream") and generating:
+            n, _ = self._count(body.get("max_tokens") or body.get("max_completion_tokens"))
+            await asyncio.sleep(b.token_delay * n)  # a non-streaming answer takes as long as its tokens
         return post_routes[path](body)
 
     def _error(self, path: str, status: int) -> _Answer:
@@ -379,9 +383,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tokens", type=int, default=5)
     parser.add_argument("--token-delay", type=float, default=0.0)
+    parser.add_argument("--initial-delay", type=float, default=0.0, help="seconds before every inference answer")
     parser.add_argument("--instant", action="store_true")
     args = parser.parse_args(argv)
-    behaviour = Behaviour(tokens=args.tokens, token_delay=args.token_delay, instant=args.instant)
+    behaviour = Behaviour(
+        tokens=args.tokens, token_delay=args.token_delay, initial_delay=args.initial_delay, instant=args.instant
+    )
     fake = FakeUpstream(behaviour, port=args.port)
 
     async def run() -> None:

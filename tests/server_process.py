@@ -50,6 +50,8 @@ def running_server(
         args += ["--config", str(config_path)]
     log_path = workdir / "server.log"
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("VLMSERVE_")}
+    if not (config or {}).get("data_dir") and "VLMSERVE_DATA_DIR" not in (env or {}):
+        clean_env["VLMSERVE_DATA_DIR"] = str(workdir / "data")  # its own batch database unless told otherwise
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env={**clean_env, **(env or {})})
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)

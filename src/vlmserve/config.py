@@ -6,7 +6,7 @@ the catalog (a list of ModelSpec). This is the only module that reads the enviro
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -49,8 +49,43 @@ class Settings(BaseSettings):
     runner_start_timeout: float = 120.0
     max_request_bytes: int = 64 * 1024 * 1024
     max_image_bytes: int = 20 * 1024 * 1024
-    max_image_pixels: int = 50_000_000
+    max_image_pixels: int = Field(50_000_000, description="images with more pixels are refused (from the header)")
+    # media pipeline (image URLs, per-request limits, prepared-image cache)
+    media_fetch_enabled: bool = Field(True, description="fetch http(s) image URLs sent by clients")
+    media_fetch_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="CIDRs/hosts that image URLs may reach although private (comma-separated)"
+    )
+    media_fetch_timeout: float = Field(10.0, gt=0, description="seconds one image URL fetch may take in all")
+    media_fetch_max_redirects: int = Field(3, ge=0)
+    media_file_root: str | None = Field(None, description="folder that file:// image URLs may read from")
+    media_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="prepared-image cache size (bytes)")
+    media_resize_filter: Literal["bicubic", "lanczos", "hamming", "bilinear"] = "bicubic"
+    max_images_per_message: int = Field(8, ge=1)
+    max_request_image_bytes: int = Field(64 * 1024 * 1024, description="all images of one request together")
     threads: int | None = Field(None, description="CPU threads per local engine (default: all cores)")
+    # scheduler
+    memory_budget_mb: int | None = Field(
+        None, description="memory local models may use together (default 80% of RAM; like MAX_VRAM_USAGE_MB)"
+    )
+    max_queue: int = Field(64, ge=0, description="requests that may wait per model before 429/503")
+    queue_timeout: float = Field(600.0, gt=0, description="seconds a request may wait in a queue before 503")
+    max_swap_wait: float = Field(
+        10.0, ge=0, description="seconds a request for an unloaded model waits while another model's run goes on"
+    )
+    scheduler_ordering: Literal["swap-aware", "fifo"] = "swap-aware"
+    # durable batches (OpenAI Files + Batches) and async jobs
+    data_dir: str | None = Field(None, description="folder of the SQLite database and uploaded files (~/.vlmserve)")
+    database_url: str | None = Field(
+        None, description="postgresql://... to share batches between replicas (default: SQLite in data_dir)"
+    )
+    database_schema: str | None = Field(None, description="PostgreSQL schema of vlmserve's tables")
+    batch_workers: bool = Field(True, description="run batch lines and async jobs in this process")
+    batch_concurrency: int = Field(8, ge=1, description="lines of one batch in flight per server process")
+    batch_lease: float = Field(30.0, gt=0, description="seconds a claimed batch line stays claimed unrenewed")
+    batch_poll_interval: float = Field(0.5, gt=0, description="seconds between looks for batch work")
+    batch_max_attempts: int = Field(4, ge=1, description="tries of a batch line on 429/502/503/504")
+    batch_max_file_bytes: int = Field(200 * 1024 * 1024, description="largest file upload (/v1/files)")
+    batch_max_lines: int = Field(50_000, ge=1, description="most requests in one batch input file")
 
     @field_validator("keep_alive", mode="before")
     @classmethod
@@ -58,7 +93,7 @@ class Settings(BaseSettings):
         seconds = parse_duration(value)
         return 300.0 if seconds is None else seconds
 
-    @field_validator("ollama_models", "openai_models", mode="before")
+    @field_validator("ollama_models", "openai_models", "media_fetch_allow", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -12,6 +12,7 @@ own wire format exactly once (api/openai/errors.py, api/ollama/errors.py). `stat
     ├── ModelNotFound (404 not_found_error)
     ├── PayloadTooLarge (413 invalid_request_error)
     ├── Overloaded (429 rate_limit_error)  queue full; carries retry_after seconds
+    ├── InsufficientMemory (507 insufficient_memory)  the model can never fit in the memory budget
     ├── Unavailable (503 service_unavailable)  temporarily cannot serve; carries retry_after
     ├── EngineError (502 engine_error)    the engine failed or crashed mid-request
     └── EngineTimeout (504 engine_timeout)
@@ -80,6 +81,12 @@ class Unavailable(_RetryableError):
     status = 503
     type = "service_unavailable"
     code = "unavailable"
+
+
+class InsufficientMemory(VlmServeError):
+    status = 507
+    type = "insufficient_memory"
+    code = "model_too_large"
 
 
 class EngineError(VlmServeError):

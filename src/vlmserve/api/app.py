@@ -13,37 +13,49 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vlmserve import __version__
-from vlmserve.api import ops, simple
+from vlmserve.api import admin, jobs_routes, ops, simple
+from vlmserve.api.batch_runtime import start_jobs, stop_jobs
+from vlmserve.api.disconnect import CancelOnDisconnect
 from vlmserve.api.ollama import errors as ollama_errors
 from vlmserve.api.ollama.routes import router as ollama_router
 from vlmserve.api.openai import errors as openai_errors
+from vlmserve.api.openai.batches_routes import router as batches_router
+from vlmserve.api.openai.files_routes import router as files_router
 from vlmserve.api.openai.routes import router as openai_router
 from vlmserve.api.state import AppState, JSONBytes
 from vlmserve.backends.registry import build_backend
 from vlmserve.config import Settings
 from vlmserve.errors import BadRequest, ModelNotFound, PayloadTooLarge, VlmServeError
-from vlmserve.media.images import ImageLimits
+from vlmserve.media.pipeline import MediaPipeline
+from vlmserve.scheduler.core import Scheduler, SchedulerConfig
+from vlmserve.scheduler.memory import default_budget_bytes
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
 from vlmserve.service.embed import EmbedService
-from vlmserve.service.engines import EngineManager
 
 log = logging.getLogger("vlmserve")
 
 
 def build_state(settings: Settings) -> AppState:
     catalog = Catalog.from_settings(settings)
-    engines = EngineManager(
+    scheduler = Scheduler(
         lambda spec: build_backend(spec, start_timeout=settings.runner_start_timeout, threads=settings.threads),
-        keep_alive=settings.keep_alive,
+        SchedulerConfig(
+            budget_bytes=default_budget_bytes(settings.memory_budget_mb),
+            keep_alive=settings.keep_alive,
+            max_queue=settings.max_queue,
+            queue_timeout=settings.queue_timeout,
+            max_swap_wait=settings.max_swap_wait,
+            ordering=settings.scheduler_ordering,
+        ),
     )
-    limits = ImageLimits(max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
+    media = MediaPipeline.from_settings(settings)
     return AppState(
         settings=settings,
         catalog=catalog,
-        engines=engines,
-        chat=ChatService(catalog, engines, limits),
-        embed=EmbedService(catalog, engines),
+        scheduler=scheduler,
+        chat=ChatService(catalog, scheduler, media),
+        embed=EmbedService(catalog, scheduler),
     )
 
 
@@ -73,9 +85,10 @@ class RequestGate:
     """Pure-ASGI front door: refuses oversized bodies with 413 before reading them, and treats JSON API bodies
     sent without a JSON content type (curl -d, as in Ollama's docs) as JSON."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.upload_max_bytes = upload_max_bytes or max_bytes  # POST /v1/files (batch input files)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,8 +97,9 @@ class RequestGate:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         content_type = b""
         for key, value in headers:
-            if key == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                exc = PayloadTooLarge(f"request body is {int(value)} bytes, limit is {self.max_bytes}")
+            limit = self.upload_max_bytes if scope["path"] == "/v1/files" else self.max_bytes
+            if key == b"content-length" and value.isdigit() and int(value) > limit:
+                exc = PayloadTooLarge(f"request body is {int(value)} bytes, limit is {limit}")
                 await error_response(scope["path"], exc)(scope, receive, send)
                 return
             if key == b"content-type":
@@ -106,7 +120,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         vlm = state or build_state(settings)
         app.state.vlm = vlm
-        vlm.engines.start()
+        vlm.scheduler.start()
+        await start_jobs(vlm)
         log.info(
             "vlmserve %s serving %d models: %s",
             __version__,
@@ -116,7 +131,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await vlm.engines.close()
+            await stop_jobs(vlm)
+            await vlm.scheduler.close()
 
     app = FastAPI(title="vlmserve", version=__version__, lifespan=lifespan)
 
@@ -145,7 +161,11 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         log.exception("unexpected error on %s", request.url.path)
         return error_response(request.url.path, VlmServeError(f"internal error: {exc.__class__.__name__}"))
 
-    for router in (openai_router, ollama_router, simple.router, ops.router):
+    for router in (openai_router, files_router, batches_router, ollama_router, simple.router, jobs_routes.router,
+                   ops.router, admin.router):
         app.include_router(router)
-    app.add_middleware(RequestGate, max_bytes=settings.max_request_bytes)
+    app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(
+        RequestGate, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.batch_max_file_bytes + 2**20
+    )
     return app

@@ -23,17 +23,18 @@ async def root() -> Response:
 @router.get("/health")
 async def health(request: Request) -> Response:
     state = state_of(request)
-    slots = {slot.spec.name: slot for slot in state.engines.slots()}
-
     async def probe(name: str) -> dict[str, Any]:
         spec = state.catalog.get(name)
-        slot = slots.get(name)
-        info: dict[str, Any] = {"engine": spec.engine, "loaded": bool(slot and slot.backend.loaded)}
+        if spec.engine == "ocr-chat":
+            return {"engine": spec.engine, "loaded": False}
+        runtime = state.scheduler.runtime(spec)
+        loaded = spec.is_local and runtime.state == "loaded"
+        info: dict[str, Any] = {"engine": spec.engine, "loaded": loaded}
         if spec.is_local:
-            # a local engine is "reachable" when loaded and answering, or simply loadable when not loaded yet
-            info["reachable"] = await slot.backend.health() if slot and slot.backend.loaded else None
-        elif spec.engine in ("ollama", "openai"):
-            info["reachable"] = await state.engines.slot(spec).backend.health()
+            # a local engine is "reachable" when loaded and answering; None while it is not loaded
+            info["reachable"] = await runtime.backend.health() if loaded else None
+        else:
+            info["reachable"] = await runtime.backend.health()
             info["url"] = spec.url
         return info
 

@@ -11,20 +11,27 @@ from fastapi import Request
 from starlette.responses import Response
 
 from vlmserve.config import Settings
+from vlmserve.jobs.runtime import JobsRuntime
+from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
 from vlmserve.service.embed import EmbedService
-from vlmserve.service.engines import EngineManager
 
 
 @dataclass
 class AppState:
     settings: Settings
     catalog: Catalog
-    engines: EngineManager
+    scheduler: Scheduler
     chat: ChatService
     embed: EmbedService
     started_at: float = field(default_factory=time.time)
+    jobs: JobsRuntime | None = None  # durable batches and async jobs, opened in the app lifespan
+
+
+def client_of(request: Request, fallback: str | None = None) -> str:
+    """Who is asking, for fair turns in the queues: the X-Client-Id header, else the body's `user` field."""
+    return request.headers.get("x-client-id") or fallback or ""
 
 
 def state_of(request: Request) -> AppState:

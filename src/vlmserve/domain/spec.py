@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,6 +19,7 @@ EngineKind = Literal[
 ]
 
 LOCAL_ENGINES: frozenset[str] = frozenset({"llamacpp", "transformers", "rapidocr", "onnx-embed"})
+REMOTE_PARALLEL = 64  # vLLM / Ollama / OpenAI batch and queue on their side; ours is the backpressure bound
 _NEEDS_PATH: frozenset[str] = frozenset({"llamacpp", "transformers", "onnx-embed"})
 
 _DEFAULT_CAPABILITIES: dict[str, list[Capability]] = {
@@ -62,7 +63,7 @@ class ModelSpec(BaseModel):
     chat_template: str | None = None
     # runner / engine options
     context_size: int = 4096
-    parallel: int = 1
+    parallel: int = 1  # requests at once; remote engines default to REMOTE_PARALLEL (they queue themselves)
     threads: int | None = None
     gpu_layers: int = -1
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -80,8 +81,19 @@ class ModelSpec(BaseModel):
     # behaviour
     defaults: SamplingDefaults = Field(default_factory=SamplingDefaults)
     keep_alive: float | None = None  # seconds; None = server default
-    max_image_side: int = 1024
+    pin: bool = False  # evicted last, never by keep-alive
+    priority: int = 0  # among unpinned models, lower priority is evicted first
+    memory_mb: int | None = None  # what loading takes, when you know better than the estimate
+    max_image_side: int = 1024  # images are shrunk so that their longer side is at most this
+    max_image_pixels: int | None = None  # and, when set, to at most this many pixels
     max_images: int = 8
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remote_parallel(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "parallel" not in data and data.get("engine") in ("ollama", "openai"):
+            return {**data, "parallel": REMOTE_PARALLEL}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:

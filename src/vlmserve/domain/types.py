@@ -27,6 +27,14 @@ class ImageInput:
 
 
 @dataclass(frozen=True, slots=True)
+class ImageURL:
+    """An image the server fetches itself (http(s) or file:// URL) before any engine work; `field` as above."""
+
+    url: str
+    field: str = "image"
+
+
+@dataclass(frozen=True, slots=True)
 class ImagePart:
     """A decoded, model-ready image: encoded bytes (JPEG/PNG) plus what the pipeline learnt about it."""
 
@@ -36,7 +44,7 @@ class ImagePart:
     height: int
 
 
-Part = TextPart | ImageInput | ImagePart
+Part = TextPart | ImageInput | ImageURL | ImagePart
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -55,7 +63,7 @@ class Message:
 
     @property
     def has_images(self) -> bool:
-        return any(isinstance(p, ImageInput | ImagePart) for p in self.parts)
+        return any(isinstance(p, ImageInput | ImageURL | ImagePart) for p in self.parts)
 
 
 @dataclass(slots=True)
@@ -87,6 +95,8 @@ class ChatRequest:
     response_format: ResponseFormat = field(default_factory=ResponseFormat)
     stream: bool = False
     keep_alive: float | None = None  # seconds; None = model default, 0 = unload after, <0 = forever
+    client: str = ""  # who asked (API key or X-Client-Id): clients take turns in a model's queue
+    background: bool = False  # batch work: queued behind live requests
 
 
 @dataclass(slots=True)
@@ -98,6 +108,8 @@ class CompletionRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stream: bool = False
     keep_alive: float | None = None
+    client: str = ""
+    background: bool = False
 
 
 @dataclass(slots=True)
@@ -147,6 +159,8 @@ class EmbedRequest:
     truncate: bool = True
     dimensions: int | None = None
     keep_alive: float | None = None
+    client: str = ""
+    background: bool = False
 
 
 @dataclass(slots=True)

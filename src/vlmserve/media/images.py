@@ -1,7 +1,9 @@
 """Image intake: source bytes (data URI or raw base64) -> checked, decoded, resized, model-ready ImagePart.
 
-Decoding is CPU work and runs in a thread (`prepare_image_async`). Limits are checked before any pixel is
-decoded: byte size first, then the header's dimensions (decompression bombs never allocate).
+The stages live in their own modules: fetch.py (URLs), decode.py (sniffing, header limits, JPEG draft
+decoding), transform.py (budget, RGB, resize, orientation, encoding). This module strings them together;
+`prepare_image` is CPU work and runs in a thread (`prepare_image_async`). Limits are checked before any pixel
+is decoded: byte size first, then the header's dimensions (decompression bombs never allocate).
 """
 
 from __future__ import annotations
@@ -9,24 +11,27 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import io
 import re
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from vlmserve.domain.types import ImagePart
-from vlmserve.errors import BadRequest, InvalidMedia, PayloadTooLarge
+from vlmserve.errors import BadRequest, InvalidMedia
+from vlmserve.media.decode import decode, open_checked
+from vlmserve.media.transform import ResizeFilter, encode_jpeg, fit_size, orient, resize, to_rgb
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I)
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 
 
 @dataclass(frozen=True, slots=True)
 class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
-    max_pixels: int = 50_000_000
+    max_pixels: int = 50_000_000  # decode limit (bombs), checked from the header
     max_side: int = 1024  # the model's budget: the longer side is reduced to this
+    budget_pixels: int | None = None  # and, when set, the image to at most this many pixels
+    resize_filter: ResizeFilter = "bicubic"
+    jpeg_quality: int = 90
 
 
 def decode_base64(text: str, *, field: str = "image") -> bytes:
@@ -43,8 +48,13 @@ def decode_base64(text: str, *, field: str = "image") -> bytes:
         raise InvalidMedia(f"{field}: invalid base64 image data", param=field) from exc
 
 
+def is_data_uri(url: str) -> bool:
+    return _DATA_URI.match(url) is not None
+
+
 def bytes_from_url(url: str, *, field: str = "image_url") -> bytes:
-    """Bytes of a data: URI. Remote http(s) fetching belongs to the fetch module (not enabled yet)."""
+    """Bytes of a data: URI (any mime: the content is sniffed later). Remote URLs are fetched by the service
+    (media/fetch.py), never here: this function does no I/O."""
     match = _DATA_URI.match(url)
     if match:
         payload = url[match.end() :]
@@ -53,7 +63,7 @@ def bytes_from_url(url: str, *, field: str = "image_url") -> bytes:
         return decode_base64(payload, field=field)
     if url.startswith(("http://", "https://")):
         raise BadRequest(
-            f"{field}: fetching image URLs is not enabled on this server; send the image as a base64 data URI",
+            f"{field}: fetching image URLs is not enabled here; send the image as a base64 data URI",
             param=field,
             code="image_url_fetch_disabled",
         )
@@ -61,51 +71,24 @@ def bytes_from_url(url: str, *, field: str = "image_url") -> bytes:
 
 
 def prepare_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> ImagePart:
-    """Validate, decode (JPEG via DCT draft mode when shrinking), orient, convert to RGB, resize, re-encode."""
-    if not data:
-        raise InvalidMedia(f"{field}: empty image", param=field)
-    if len(data) > limits.max_bytes:
-        raise PayloadTooLarge(f"{field}: image is {len(data)} bytes, limit is {limits.max_bytes}", param=field)
-    try:
-        source = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as exc:
-        raise PayloadTooLarge(f"{field}: image has too many pixels ({exc})", param=field) from exc
-    except (UnidentifiedImageError, OSError) as exc:
-        raise InvalidMedia(f"{field}: not a supported image (JPEG, PNG, WebP, GIF, BMP, TIFF)", param=field) from exc
-    if source.format not in SUPPORTED_FORMATS:
-        raise InvalidMedia(f"{field}: unsupported image format {source.format}", param=field)
-    width, height = source.size
-    if width <= 0 or height <= 0 or width * height > limits.max_pixels:
-        raise PayloadTooLarge(
-            f"{field}: image is {width}x{height} pixels, limit is {limits.max_pixels} pixels", param=field
-        )
-    try:
-        if source.format == "JPEG" and max(width, height) > limits.max_side:
-            scale = limits.max_side / max(width, height)
-            source.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
-        source.load()
-        img = _to_rgb(ImageOps.exif_transpose(source) or source)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InvalidMedia(f"{field}: image data is truncated or corrupt", param=field) from exc
-    if max(img.size) > limits.max_side:
-        img.thumbnail((limits.max_side, limits.max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
-    out = io.BytesIO()
-    img.save(out, format="JPEG", quality=92)
-    return ImagePart(data=out.getvalue(), mime="image/jpeg", width=img.width, height=img.height)
+    """Validate, decode (JPEG via DCT draft mode when shrinking), convert to RGB, resize, orient, re-encode
+    (engines are all reached over HTTP, so they need bytes)."""
+    img = prepare_pixels(data, limits, field=field)
+    return ImagePart(data=encode_jpeg(img, limits.jpeg_quality), mime="image/jpeg", width=img.width,
+                     height=img.height)
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA", "PA"):
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
-        return background
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        return img.point(lambda v: v / 256).convert("L").convert("RGB")
-    return img.convert("RGB")
+def prepare_pixels(data: bytes, limits: ImageLimits, *, field: str = "image") -> Image.Image:
+    """The model-ready RGB image within the budget, not encoded."""
+    image = open_checked(data, max_bytes=limits.max_bytes, max_pixels=limits.max_pixels, field=field)
+    target = fit_size(image.width, image.height, limits.max_side, limits.budget_pixels)
+    decoded = decode(image, target, field=field)
+    try:
+        img = resize(to_rgb(decoded.image), target, limits.resize_filter)
+        img = orient(img, decoded.orientation)
+    except (OSError, ValueError) as exc:  # lazily decoded formats (TIFF strips, ...) fail here
+        raise InvalidMedia(f"{field}: {decoded.format} image data is truncated or corrupt", param=field) from exc
+    return img
 
 
 async def prepare_image_async(data: bytes, limits: ImageLimits, *, field: str = "image") -> ImagePart:

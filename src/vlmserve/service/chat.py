@@ -17,19 +17,16 @@ from vlmserve.domain.types import (
     ChatRequest,
     ChatResult,
     CompletionRequest,
-    ImageInput,
-    ImagePart,
     Message,
-    Part,
     SamplingParams,
     TextPart,
     Timings,
     Usage,
 )
 from vlmserve.errors import BadRequest, EngineError
-from vlmserve.media.images import ImageLimits, prepare_image_async
+from vlmserve.media.pipeline import MediaPipeline
+from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.catalog import Catalog
-from vlmserve.service.engines import EngineManager
 
 
 @dataclass
@@ -56,23 +53,18 @@ def apply_defaults(sampling: SamplingParams, spec: ModelSpec) -> SamplingParams:
 
 
 class ChatService:
-    def __init__(self, catalog: Catalog, engines: EngineManager, limits: ImageLimits) -> None:
+    def __init__(self, catalog: Catalog, scheduler: Scheduler, media: MediaPipeline) -> None:
         self.catalog = catalog
-        self.engines = engines
-        self.limits = limits
+        self.scheduler = scheduler
+        self.media = media
 
     async def chat(self, request: ChatRequest) -> ChatStream:
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
         has_images = any(m.has_images for m in request.messages)
         spec = self.catalog.resolve(request.model, Capability.VISION if has_images else Capability.COMPLETION)
-        n_images = sum(1 for m in request.messages for p in m.parts if isinstance(p, ImageInput | ImagePart))
-        if n_images > spec.max_images:
-            raise BadRequest(
-                f"{n_images} images in one request; model '{spec.name}' takes at most {spec.max_images}",
-                param="messages",
-            )
-        messages = await self._prepare_images(request.messages, spec)
+        # fetch, decode, resize every image (counts and byte limits first), off the event loop
+        messages = await self.media.prepare_messages(request.messages, spec) if has_images else request.messages
         request = replace(request, messages=messages, sampling=apply_defaults(request.sampling, spec))
         stream = ChatStream(model=spec.name, chunks=_empty())
         if spec.engine == "ocr-chat":
@@ -99,22 +91,6 @@ class ChatService:
                 final = chunk
         return ChatResult("".join(text), final.finish_reason or "stop", final.usage or Usage(), stream.timings)
 
-    async def _prepare_images(self, messages: list[Message], spec: ModelSpec) -> list[Message]:
-        limits = replace(self.limits, max_side=spec.max_image_side)
-        prepared: list[Message] = []
-        for message in messages:
-            if not message.has_images:
-                prepared.append(message)
-                continue
-            parts: list[Part] = []
-            for part in message.parts:
-                if isinstance(part, ImageInput):
-                    parts.append(await prepare_image_async(part.data, limits, field=part.field))
-                else:
-                    parts.append(part)
-            prepared.append(Message(role=message.role, parts=parts))
-        return prepared
-
     async def _run(
         self, spec: ModelSpec, request: ChatRequest | CompletionRequest, timings: Timings
     ) -> AsyncIterator[ChatChunk]:
@@ -125,7 +101,8 @@ class ChatService:
         ):
             raise BadRequest(f"model '{spec.name}' reads text from images: send at least one image", param="messages")
         began = time.perf_counter_ns()
-        async with self.engines.lease(spec, request.keep_alive) as lease:
+        async with self.scheduler.lease(spec, request.keep_alive, client=request.client,
+                                        background=request.background) as lease:
             timings.load_ns = lease.load_ns
             first_token: int | None = None
             chunks = (

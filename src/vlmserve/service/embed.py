@@ -6,16 +6,16 @@ from dataclasses import replace
 
 from vlmserve.domain.types import Capability, EmbedRequest, EmbedResult
 from vlmserve.errors import BadRequest
+from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.catalog import Catalog
-from vlmserve.service.engines import EngineManager
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
 
 
 class EmbedService:
-    def __init__(self, catalog: Catalog, engines: EngineManager) -> None:
+    def __init__(self, catalog: Catalog, scheduler: Scheduler) -> None:
         self.catalog = catalog
-        self.engines = engines
+        self.scheduler = scheduler
 
     async def embed(self, request: EmbedRequest) -> tuple[str, EmbedResult, int]:
         """(resolved model name, result, load time in ns)."""
@@ -24,7 +24,8 @@ class EmbedService:
         if len(request.inputs) > MAX_INPUTS:
             raise BadRequest(f"at most {MAX_INPUTS} inputs per request", param="input")
         spec = self.catalog.resolve(request.model, Capability.EMBEDDING)
-        async with self.engines.lease(spec, request.keep_alive) as lease:
+        async with self.scheduler.lease(spec, request.keep_alive, client=request.client,
+                                        background=request.background) as lease:
             result = await lease.backend.embed(replace(request, model=spec.name))
         if request.dimensions is not None:
             if not 0 < request.dimensions <= len(result.vectors[0]):

@@ -16,6 +16,7 @@ from vlmserve.domain.types import (
     CompletionRequest,
     EmbedRequest,
     ImageInput,
+    ImageURL,
     Message,
     Part,
     ResponseFormat,
@@ -63,11 +64,17 @@ def response_format(fmt: str | dict[str, Any] | None) -> ResponseFormat:
     return ResponseFormat()
 
 
+def _image(text: str, field: str) -> Part:
+    """Base64 as Ollama sends it; an http(s) URL (which Ollama itself refuses) is fetched by the service."""
+    if text.startswith(("http://", "https://")):
+        return ImageURL(text, field=field)
+    if text.startswith("data:"):
+        text = text.split(",", 1)[-1]
+    return ImageInput(decode_base64(text, field=field), field=field)
+
+
 def _images(images: list[str] | None, field: str) -> list[Part]:
-    return [
-        ImageInput(decode_base64(b64, field=f"{field}[{i}]"), field=f"{field}[{i}]")
-        for i, b64 in enumerate(images or [])
-    ]
+    return [_image(b64, f"{field}[{i}]") for i, b64 in enumerate(images or [])]
 
 
 def chat_to_domain(req: p.ChatRequest) -> ChatRequest:

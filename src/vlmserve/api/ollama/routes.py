@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from vlmserve.api.ollama import adapter
 from vlmserve.api.ollama import protocol as p
 from vlmserve.api.ollama.errors import error_message
-from vlmserve.api.state import AppState, JSONBytes, state_of
+from vlmserve.api.state import AppState, JSONBytes, client_of, state_of
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatRequest, Usage
@@ -67,7 +67,9 @@ async def chat(body: p.ChatRequest, request: Request) -> Response:
     state = state_of(request)
     if not body.messages:  # Ollama: an empty chat loads (or, with keep_alive 0, unloads) the model
         return await _load_or_unload(state, body.model, body.keep_alive, "message")
-    stream = await state.chat.chat(adapter.chat_to_domain(body))
+    domain = adapter.chat_to_domain(body)
+    domain.client = client_of(request)
+    stream = await state.chat.chat(domain)
     return await _answer(state, stream, body.model, "message", body.stream)
 
 
@@ -77,6 +79,7 @@ async def generate(body: p.GenerateRequest, request: Request) -> Response:
     if not body.prompt and not body.images:
         return await _load_or_unload(state, body.model, body.keep_alive, "response")
     domain = adapter.generate_to_domain(body)
+    domain.client = client_of(request)
     if isinstance(domain, ChatRequest):
         stream = await state.chat.chat(domain)
     else:
@@ -89,12 +92,11 @@ async def _load_or_unload(state: AppState, model: str, keep_alive: str | float |
     seconds = keep_alive_seconds(keep_alive)
     began = time.perf_counter_ns()
     if seconds == 0:
-        await state.engines.unload(spec.name)
+        await state.scheduler.unload(spec.name, "keep_alive")
         reason = "unload"
     else:
         if spec.engine != "ocr-chat":
-            async with state.engines.lease(spec, seconds):
-                pass
+            await state.scheduler.load(spec, seconds)
         reason = "load"
     took = time.perf_counter_ns() - began
     return JSONBytes(
@@ -111,7 +113,9 @@ async def _load_or_unload(state: AppState, model: str, keep_alive: str | float |
 @router.post("/embed")
 async def embed(body: p.EmbedRequest, request: Request) -> Response:
     began = time.perf_counter_ns()
-    _model, result, load_ns = await state_of(request).embed.embed(adapter.embed_to_domain(body))
+    domain = adapter.embed_to_domain(body)
+    domain.client = client_of(request)
+    _model, result, load_ns = await state_of(request).embed.embed(domain)
     return JSONBytes(
         {
             "model": body.model,
@@ -153,18 +157,17 @@ async def tags(request: Request) -> Response:
 async def ps(request: Request) -> Response:
     state = state_of(request)
     running = []
-    for slot in state.engines.slots():
-        if not slot.backend.loaded:
-            continue
-        size = slot.backend.memory_bytes or _file_size(slot.spec)
-        entry = adapter.model_entry(slot.spec, size, state.started_at)
+    for runtime in state.scheduler.runtimes():
+        if runtime.state != "loaded" or not runtime.spec.is_local:
+            continue  # remote engines manage their own memory: they are not "running" here
+        entry = adapter.model_entry(runtime.spec, runtime.need, state.started_at)
         entry.pop("modified_at")
         running.append(
             {
                 **entry,
-                "expires_at": adapter.expires_iso(slot.expires_at),
+                "expires_at": adapter.expires_iso(runtime.expires_at),
                 "size_vram": 0,
-                "context_length": slot.spec.context_size,
+                "context_length": runtime.spec.context_size,
             }
         )
     return JSONBytes({"models": running})

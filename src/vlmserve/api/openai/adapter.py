@@ -16,6 +16,7 @@ from vlmserve.domain.types import (
     EmbedRequest,
     EmbedResult,
     ImageInput,
+    ImageURL,
     Message,
     Part,
     ResponseFormat,
@@ -24,7 +25,7 @@ from vlmserve.domain.types import (
     Usage,
 )
 from vlmserve.errors import BadRequest
-from vlmserve.media.images import bytes_from_url
+from vlmserve.media.images import bytes_from_url, is_data_uri
 
 
 def _stop(stop: str | list[str] | None) -> list[str]:
@@ -49,6 +50,13 @@ def _sampling(req: p._Sampling, max_tokens: int | None) -> SamplingParams:
     )
 
 
+def _image(url: str, field: str) -> Part:
+    """A data URI becomes bytes here; an http(s)/file URL is fetched later by the service (no I/O here)."""
+    if not is_data_uri(url) and url.lower().startswith(("http://", "https://", "file://")):
+        return ImageURL(url, field=field)
+    return ImageInput(bytes_from_url(url, field=field), field=field)
+
+
 def _message(index: int, msg: p.ChatMessage) -> Message:
     role = "system" if msg.role == "developer" else msg.role
     parts: list[Part] = []
@@ -61,7 +69,7 @@ def _message(index: int, msg: p.ChatMessage) -> Message:
                 parts.append(TextPart(part.text))
             elif isinstance(part, p.ImageContent):
                 url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
-                parts.append(ImageInput(bytes_from_url(url, field=f"{field}.image_url"), field=f"{field}.image_url"))
+                parts.append(_image(url, f"{field}.image_url"))
             else:
                 raise BadRequest("input_audio parts are not supported by this server yet", param=field)
     if role == "user" and not parts:

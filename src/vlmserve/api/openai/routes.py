@@ -14,7 +14,7 @@ from starlette.responses import Response, StreamingResponse
 from vlmserve.api.openai import adapter
 from vlmserve.api.openai import protocol as p
 from vlmserve.api.openai.errors import error_body
-from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.api.state import JSONBytes, client_of, state_of
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.errors import VlmServeError
 from vlmserve.service.chat import ChatStream
@@ -56,7 +56,9 @@ async def _sse_stream(
 @router.post("/chat/completions")
 async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
     state = state_of(request)
-    stream = await state.chat.chat(adapter.chat_to_domain(body))
+    domain = adapter.chat_to_domain(body)
+    domain.client = client_of(request, body.user)
+    stream = await state.chat.chat(domain)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
         return JSONBytes(adapter.chat_response(rid, stream.model, await state.chat.collect(stream)))
@@ -79,7 +81,9 @@ async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> R
 @router.post("/completions")
 async def completions(body: p.CompletionRequest, request: Request) -> Response:
     state = state_of(request)
-    stream = await state.chat.complete(adapter.completion_to_domain(body))
+    domain = adapter.completion_to_domain(body)
+    domain.client = client_of(request, body.user)
+    stream = await state.chat.complete(domain)
     rid = f"cmpl-{uuid.uuid4().hex}"
     if not body.stream:
         return JSONBytes(adapter.completion_response(rid, stream.model, await state.chat.collect(stream)))
@@ -99,7 +103,9 @@ async def completions(body: p.CompletionRequest, request: Request) -> Response:
 
 @router.post("/embeddings")
 async def embeddings(body: p.EmbeddingRequest, request: Request) -> Response:
-    model, result, _load_ns = await state_of(request).embed.embed(adapter.embed_to_domain(body))
+    domain = adapter.embed_to_domain(body)
+    domain.client = client_of(request, body.user)
+    model, result, _load_ns = await state_of(request).embed.embed(domain)
     return JSONBytes(adapter.embeddings_response(model, result, body.encoding_format))
 
 

@@ -1,0 +1,74 @@
+"""Admin endpoints: what is loaded and why, the memory budget, and manual load / unload / unload-all."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from vlmserve.api.state import AppState, JSONBytes, state_of
+from vlmserve.scheduler.core import Runtime
+from vlmserve.scheduler.memory import MB, machine_memory_bytes
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+
+def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:
+    now_mono = time.monotonic()  # the scheduler's clock
+    expires_in = None if runtime.expires_at is None else round(runtime.expires_at - now_mono, 1)
+    counters = state.scheduler.config.counters
+    name = runtime.spec.name
+    return {
+        "name": name, "engine": runtime.spec.engine, "state": runtime.state, "pinned": runtime.spec.pin,
+        "priority": runtime.spec.priority, "parallel": runtime.spec.parallel, "in_flight": runtime.in_flight,
+        "queued": state.scheduler.queued(name), "expires_in_seconds": expires_in,
+        "memory": {"estimated_bytes": runtime.estimate, "measured_bytes": runtime.measured},
+        "loads": {reason: n for (kind, model, reason), n in counters.items() if kind == "load" and model == name},
+        "unloads": {reason: n for (kind, model, reason), n in counters.items() if kind == "unload" and model == name},
+    }
+
+
+@router.get("/models")
+async def models(request: Request) -> Response:
+    state = state_of(request)
+    return JSONBytes({"models": [_model_info(state, r) for r in state.scheduler.runtimes()]})
+
+
+@router.get("/memory")
+async def memory(request: Request) -> Response:
+    state = state_of(request)
+    budget = state.scheduler.config.budget_bytes
+    used = sum(r.need for r in state.scheduler.runtimes() if r.state in ("loading", "loaded", "unloading"))
+    per_model = {r.spec.name: r.need for r in state.scheduler.runtimes() if r.state != "unloaded" and r.need}
+    return JSONBytes({"devices": [{
+        "device": "cpu", "kind": "ram", "total_bytes": machine_memory_bytes(), "budget_bytes": budget,
+        "used_bytes": used, "free_bytes": budget - used, "models": per_model,
+        "budget_mb": budget // MB, "used_mb": used // MB,
+    }]})
+
+
+@router.post("/models/{name:path}/load")
+async def load(name: str, request: Request) -> Response:
+    state = state_of(request)
+    spec = state.catalog.get(name)
+    load_ns = await state.scheduler.load(spec)
+    return JSONBytes({"model": spec.name, "loaded": True, "load_seconds": round(load_ns / 1e9, 3)})
+
+
+@router.post("/models/{name:path}/unload")
+async def unload(name: str, request: Request) -> Response:
+    state = state_of(request)
+    spec = state.catalog.get(name)
+    return JSONBytes({"model": spec.name, "unloaded": await state.scheduler.unload(spec.name, "admin")})
+
+
+@router.post("/unload-all")
+async def unload_all(request: Request) -> Response:
+    """The seeds' "emergency cleanup": every idle local model is unloaded now, busy ones as soon as they finish."""
+    state = state_of(request)
+    names = [r.spec.name for r in state.scheduler.runtimes() if r.spec.is_local and r.state == "loaded"]
+    results = await asyncio.gather(*(state.scheduler.unload(n, "admin") for n in names))
+    return JSONBytes({"unloaded": [n for n, ok in zip(names, results, strict=True) if ok]})

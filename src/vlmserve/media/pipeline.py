@@ -1,0 +1,120 @@
+"""MediaPipeline: every image part of a request -> model-ready ImagePart, under per-request limits.
+
+Sources: raw bytes (data URIs, base64, uploads) and URLs the server fetches (media/fetch.py). Preparation
+(decode + resize + encode, media/images.py) runs in a worker thread and is cached by content hash, so the
+same image sent again, or many times in a batch, is prepared once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.types import ImageInput, ImagePart, ImageURL, Message, Part
+from vlmserve.errors import BadRequest, PayloadTooLarge
+from vlmserve.media.cache import PreparedImageCache, content_key
+from vlmserve.media.fetch import FetchPolicy, fetch_bytes
+from vlmserve.media.images import ImageLimits, prepare_image_async
+
+if TYPE_CHECKING:
+    from vlmserve.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class RequestLimits:
+    max_images_per_message: int = 8
+    max_image_bytes_per_request: int = 64 * 1024 * 1024  # sum of the source bytes of all images
+
+
+class MediaPipeline:
+    def __init__(
+        self,
+        limits: ImageLimits | None = None,
+        fetch: FetchPolicy | None = None,
+        request_limits: RequestLimits | None = None,
+        cache_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.limits = limits or ImageLimits()
+        self.fetch_policy = fetch or FetchPolicy(max_bytes=self.limits.max_bytes)
+        self.request_limits = request_limits or RequestLimits()
+        self.cache = PreparedImageCache(cache_bytes)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MediaPipeline:
+        limits = ImageLimits(
+            max_bytes=settings.max_image_bytes,
+            max_pixels=settings.max_image_pixels,
+            resize_filter=settings.media_resize_filter,
+        )
+        fetch = FetchPolicy(
+            enabled=settings.media_fetch_enabled,
+            allow=tuple(settings.media_fetch_allow),
+            timeout=settings.media_fetch_timeout,
+            max_bytes=settings.max_image_bytes,
+            max_redirects=settings.media_fetch_max_redirects,
+            file_root=settings.media_file_root,
+        )
+        request_limits = RequestLimits(
+            max_images_per_message=settings.max_images_per_message,
+            max_image_bytes_per_request=settings.max_request_image_bytes,
+        )
+        return cls(limits, fetch, request_limits, cache_bytes=settings.media_cache_bytes)
+
+    def limits_for(self, spec: ModelSpec) -> ImageLimits:
+        return replace(self.limits, max_side=spec.max_image_side, budget_pixels=spec.max_image_pixels)
+
+    def check_counts(self, messages: list[Message], spec: ModelSpec) -> None:
+        total = 0
+        for i, message in enumerate(messages):
+            count = sum(1 for p in message.parts if isinstance(p, ImageInput | ImageURL | ImagePart))
+            if count > self.request_limits.max_images_per_message:
+                raise BadRequest(
+                    f"messages[{i}] has {count} images; at most {self.request_limits.max_images_per_message} "
+                    "per message",
+                    param=f"messages[{i}]",
+                    code="too_many_images",
+                )
+            total += count
+        if total > spec.max_images:
+            raise BadRequest(
+                f"{total} images in one request; model '{spec.name}' takes at most {spec.max_images}",
+                param="messages",
+                code="too_many_images",
+            )
+
+    async def source_bytes(self, part: ImageInput | ImageURL) -> bytes:
+        if isinstance(part, ImageInput):
+            return part.data
+        return await fetch_bytes(self.fetch_policy, part.url, field_name=part.field)
+
+    async def prepare(self, data: bytes, limits: ImageLimits, field: str) -> ImagePart:
+        key = await content_key(data, limits.max_side, limits.budget_pixels, limits.resize_filter,
+                                limits.jpeg_quality, limits.max_pixels, limits.max_bytes)
+        return await self.cache.get_or_prepare(key, lambda: prepare_image_async(data, limits, field=field))
+
+    async def prepare_messages(self, messages: list[Message], spec: ModelSpec) -> list[Message]:
+        """The messages with every image fetched, checked and prepared for `spec`'s budget."""
+        self.check_counts(messages, spec)
+        limits = self.limits_for(spec)
+        budget = self.request_limits.max_image_bytes_per_request
+        used = 0
+        prepared: list[Message] = []
+        for message in messages:
+            if not any(isinstance(p, ImageInput | ImageURL) for p in message.parts):
+                prepared.append(message)
+                continue
+            parts: list[Part] = []
+            for part in message.parts:
+                if not isinstance(part, ImageInput | ImageURL):
+                    parts.append(part)
+                    continue
+                data = await self.source_bytes(part)
+                used += len(data)
+                if used > budget:
+                    raise PayloadTooLarge(
+                        f"{part.field}: the request's images total more than {budget} bytes", param=part.field
+                    )
+                parts.append(await self.prepare(data, limits, part.field))
+            prepared.append(Message(role=message.role, parts=parts))
+        return prepared

@@ -1,0 +1,446 @@
+"""The scheduler: one task owns all model and queue state; requests talk to it through events.
+
+A request enqueues (queue full -> 429, never fits -> 507), waits for Admit (or its queue timeout -> 503),
+runs with a lease, and releases. Each event is applied by the owner task, then `policy.plan` decides what
+to admit, load, evict or unload; loads and unloads run as tasks that report back as events. A request that
+is cancelled while queued (client gone) leaves the queue at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass, field
+
+from vlmserve.backends.base import Backend
+from vlmserve.domain.spec import ModelSpec
+from vlmserve.errors import EngineError, InsufficientMemory, Overloaded, Unavailable, VlmServeError
+from vlmserve.scheduler import policy as pol
+from vlmserve.scheduler.memory import estimate_bytes
+
+log = logging.getLogger("vlmserve.scheduler")
+BackendFactory = Callable[[ModelSpec], Backend]
+MEASURE_EVERY = 5.0  # seconds between RSS measurements of loaded runners
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    backend: Backend
+    load_ns: int
+
+
+@dataclass
+class Runtime:
+    """Everything the scheduler knows about one catalog model."""
+
+    spec: ModelSpec
+    backend: Backend
+    state: pol.ModelState = "unloaded"
+    in_flight: int = 0
+    estimate: int = 0
+    measured: int | None = None
+    last_used: float = 0.0
+    expires_at: float | None = None
+    keep_alive: float | None = None
+    loaded_at: float | None = None
+    service_seconds: float = 1.0  # moving average of lease duration: the basis of Retry-After
+    load_ns: int = 0
+    unloaded: asyncio.Event = field(default_factory=asyncio.Event)  # set while state == "unloaded"
+
+    @property
+    def need(self) -> int:
+        return self.measured if self.measured is not None else self.estimate
+
+    def view(self) -> pol.ModelView:
+        return pol.ModelView(
+            self.spec.name,
+            self.state,
+            self.in_flight,
+            self.spec.parallel,
+            self.need,
+            self.spec.pin,
+            self.spec.priority,
+            self.last_used,
+            self.expires_at,
+        )
+
+
+@dataclass
+class _Waiter:
+    view: pol.WaiterView
+    future: asyncio.Future[int]
+    deadline: float
+
+
+@dataclass(frozen=True)
+class _Enqueue:
+    spec: ModelSpec
+    waiter: _Waiter
+
+
+@dataclass(frozen=True)
+class _Leave:  # a queued or admitted request is gone (cancelled or finished)
+    waiter_id: int
+    model: str
+    keep_alive: float | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Done:  # a load or unload task finished
+    model: str
+    loaded: bool
+    error: VlmServeError | None = None
+    load_ns: int = 0
+
+
+@dataclass(frozen=True)
+class _Call:  # admin operations, run by the owner task
+    run: Callable[[], None]
+
+
+_Event = _Enqueue | _Leave | _Done | _Call
+_ids = itertools.count(1)
+
+
+@dataclass
+class SchedulerConfig:
+    budget_bytes: int
+    keep_alive: float = 300.0
+    max_queue: int = 64
+    queue_timeout: float = 600.0
+    max_swap_wait: float = 10.0
+    ordering: str = "swap-aware"
+    counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+
+class Scheduler:
+    def __init__(
+        self, factory: BackendFactory, config: SchedulerConfig, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._factory = factory
+        self.config = config
+        self._policy = pol.Policy(
+            config.budget_bytes, config.max_swap_wait, "fifo" if config.ordering == "fifo" else "swap-aware"
+        )
+        self._clock = clock
+        self._models: dict[str, Runtime] = {}
+        self._waiters: dict[int, _Waiter] = {}
+        self._admitted: dict[int, str] = {}
+        self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._ratio: dict[str, float] = {}  # measured/estimated, per model: corrects the next estimate
+        self._last_measure = 0.0
+        self._unload_reasons: dict[str, str] = {}  # why the next unload of a model happens (admin, ...)
+
+    # --- what requests and admin endpoints call -------------------------------------------------------------
+
+    def runtime(self, spec: ModelSpec) -> Runtime:
+        runtime = self._models.get(spec.name)
+        if runtime is None:
+            runtime = Runtime(spec, self._factory(spec), estimate=estimate_bytes(spec))
+            if spec.is_local:
+                runtime.unloaded.set()
+            else:
+                runtime.state = "loaded"  # remote engines are always "loaded": nothing to load locally
+            self._models[spec.name] = runtime
+        return runtime
+
+    def runtimes(self) -> list[Runtime]:
+        return list(self._models.values())
+
+    def queued(self, name: str) -> int:
+        return sum(1 for w in self._waiters.values() if w.view.model == name)
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self,
+        spec: ModelSpec,
+        keep_alive: float | None = None,
+        *,
+        client: str = "",
+        background: bool = False,
+        queue_timeout: float | None = None,
+    ) -> AsyncIterator[Lease]:
+        now = self._clock()
+        view = pol.WaiterView(next(_ids), spec.name, client, now, background)
+        waiter = _Waiter(
+            view,
+            asyncio.get_running_loop().create_future(),
+            now + (queue_timeout if queue_timeout is not None else self.config.queue_timeout),
+        )
+        self._events.put_nowait(_Enqueue(spec, waiter))
+        try:
+            load_ns = await waiter.future
+        except BaseException:
+            self._events.put_nowait(_Leave(view.id, spec.name))
+            raise
+        runtime = self._models[spec.name]
+        began = self._clock()
+        try:
+            yield Lease(runtime.backend, load_ns)
+        finally:
+            self._events.put_nowait(_Leave(view.id, spec.name, keep_alive, self._clock() - began))
+
+    async def load(self, spec: ModelSpec, keep_alive: float | None = None) -> int:
+        """Load a model now (admin / Ollama's empty request); returns the load time in ns."""
+        async with self.lease(spec, keep_alive) as lease:
+            return lease.load_ns
+
+    async def unload(self, name: str, reason: str = "admin") -> bool:
+        """Unload a model once it is idle; False if it was not loaded."""
+        done = asyncio.get_running_loop().create_future()
+
+        def run() -> None:
+            runtime = self._models.get(name)
+            if runtime is None or runtime.state != "loaded" or not runtime.spec.is_local:
+                done.set_result(False)
+                return
+            runtime.expires_at = self._clock()  # expire now: the plan unloads it as soon as it is idle
+            runtime.keep_alive = 0.0
+            self._unload_reasons[name] = reason
+            done.set_result(True)
+
+        self._events.put_nowait(_Call(run))
+        if not await done:
+            return False
+        with contextlib.suppress(TimeoutError):  # a model with a steady queue may not go idle: say what happened
+            async with asyncio.timeout(30.0):
+                await self._models[name].unloaded.wait()
+        return self._models[name].state == "unloaded"
+
+    # --- the owner task -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="vlmserve-scheduler")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for job in list(self._jobs):
+            job.cancel()
+        for runtime in self._models.values():
+            with contextlib.suppress(Exception):
+                await runtime.backend.stop()
+            aclose = getattr(runtime.backend, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    async def _run(self) -> None:
+        while True:
+            event: _Event | None = None
+            try:
+                # asyncio.timeout, not wait_for: wait_for can swallow a cancellation that races with get()
+                async with asyncio.timeout(max(0.0, self._next_deadline() - self._clock())):
+                    event = await self._events.get()
+            except TimeoutError:
+                pass
+            try:
+                if event is not None:
+                    self._apply(event)
+                    while not self._events.empty():  # take everything that is ready before planning once
+                        self._apply(self._events.get_nowait())
+                self._tick()
+                self._execute(
+                    pol.plan(
+                        {n: r.view() for n, r in self._models.items()},
+                        [w.view for w in self._waiters.values()],
+                        self._policy,
+                        self._clock(),
+                    )
+                )
+            except Exception:  # the owner task must survive anything one event does
+                log.exception("scheduler step failed")
+
+    def _next_deadline(self) -> float:
+        now = self._clock()
+        deadlines = [now + MEASURE_EVERY]
+        deadlines += [w.deadline for w in self._waiters.values()]
+        deadlines += [w.view.enqueued_at + self.config.max_swap_wait for w in self._waiters.values()]
+        deadlines += [r.expires_at for r in self._models.values() if r.expires_at is not None]
+        return min(d for d in deadlines if d > now)  # passed deadlines were handled when they passed
+
+    def _apply(self, event: _Event) -> None:
+        if isinstance(event, _Enqueue):
+            self._enqueue(event.spec, event.waiter)
+        elif isinstance(event, _Leave):
+            self._leave(event)
+        elif isinstance(event, _Done):
+            self._done(event)
+        else:
+            event.run()
+
+    def _enqueue(self, spec: ModelSpec, waiter: _Waiter) -> None:
+        runtime = self.runtime(spec)
+        if runtime.need > self.config.budget_bytes:
+            waiter.future.set_exception(
+                InsufficientMemory(
+                    f"model '{spec.name}' needs about {runtime.need // 2**20} MB, more than the whole memory budget "
+                    f"({self.config.budget_bytes // 2**20} MB); raise memory_budget_mb or use a smaller model"
+                )
+            )
+            return
+        queued = self.queued(spec.name)
+        if queued >= self.config.max_queue:
+            rate = spec.parallel / max(runtime.service_seconds, 1e-3)  # requests per second this model completes
+            waiter.future.set_exception(
+                Overloaded(
+                    f"model '{spec.name}' has {queued} requests queued (limit {self.config.max_queue})",
+                    retry_after=max(1, math.ceil((queued + 1) / rate)),
+                )
+            )
+            return
+        if runtime.state == "loaded" and spec.is_local and not runtime.backend.loaded:
+            self._mark_unloaded(runtime, "crashed")  # the runner died since its last request
+        self._waiters[waiter.view.id] = waiter
+
+    def _leave(self, event: _Leave) -> None:
+        waiter = self._waiters.pop(event.waiter_id, None)
+        if waiter is not None:
+            if not waiter.future.done():
+                waiter.future.cancel()
+            return
+        if self._admitted.pop(event.waiter_id, None) is None:
+            return
+        runtime = self._models[event.model]
+        runtime.in_flight -= 1
+        now = self._clock()
+        runtime.last_used = now
+        if event.seconds > 0:
+            runtime.service_seconds = 0.8 * runtime.service_seconds + 0.2 * event.seconds
+        if event.keep_alive is not None:
+            runtime.keep_alive = event.keep_alive
+        if runtime.in_flight == 0 and runtime.spec.is_local:
+            alive = self._keep_alive(runtime)
+            runtime.expires_at = None if math.isinf(alive) or runtime.spec.pin else now + alive
+
+    def _keep_alive(self, runtime: Runtime) -> float:
+        if runtime.keep_alive is not None:
+            return runtime.keep_alive
+        return runtime.spec.keep_alive if runtime.spec.keep_alive is not None else self.config.keep_alive
+
+    def _done(self, event: _Done) -> None:
+        runtime = self._models[event.model]
+        if not event.loaded:
+            if event.error is not None:  # a failed load fails everyone waiting for it
+                for waiter_id, waiter in list(self._waiters.items()):
+                    if waiter.view.model == event.model:
+                        del self._waiters[waiter_id]
+                        waiter.future.set_exception(event.error)
+            runtime.state = "unloaded"
+            runtime.unloaded.set()
+            runtime.expires_at = None
+            return
+        runtime.state = "loaded"
+        runtime.loaded_at = self._clock()
+        runtime.load_ns = event.load_ns
+        runtime.expires_at = None
+        runtime.keep_alive = None
+        self._measure(runtime)
+
+    def _mark_unloaded(self, runtime: Runtime, reason: str) -> None:
+        runtime.state = "unloaded"
+        runtime.unloaded.set()
+        runtime.expires_at = None
+        self.config.counters[("unload", runtime.spec.name, reason)] += 1
+        log.warning("model %s is no longer loaded (reason=%s)", runtime.spec.name, reason)
+
+    def _measure(self, runtime: Runtime) -> None:
+        measured = runtime.backend.memory_bytes
+        if measured is None or runtime.estimate <= 0:
+            return
+        runtime.measured = max(measured, runtime.measured or 0)
+        self._ratio[runtime.spec.name] = runtime.measured / runtime.estimate
+
+    def _tick(self) -> None:
+        now = self._clock()
+        for waiter_id, waiter in list(self._waiters.items()):
+            if now >= waiter.deadline:
+                del self._waiters[waiter_id]
+                waiter.future.set_exception(
+                    Unavailable(
+                        f"timed out after {now - waiter.view.enqueued_at:.0f}s waiting in the queue of "
+                        f"model '{waiter.view.model}'",
+                        retry_after=max(1, math.ceil(self._models[waiter.view.model].service_seconds)),
+                    )
+                )
+        measure = now - self._last_measure >= MEASURE_EVERY
+        if measure:
+            self._last_measure = now
+        for runtime in self._models.values():
+            if runtime.state != "loaded" or not runtime.spec.is_local:
+                continue
+            if not runtime.backend.loaded:
+                self._mark_unloaded(runtime, "crashed")  # frees its share of the budget
+            elif measure:
+                self._measure(runtime)
+
+    def _execute(self, actions: list[pol.Action]) -> None:
+        for action in actions:
+            if isinstance(action, pol.Admit):
+                waiter = self._waiters.pop(action.waiter_id)
+                runtime = self._models[waiter.view.model]
+                runtime.in_flight += 1
+                runtime.expires_at = None
+                self._admitted[action.waiter_id] = runtime.spec.name
+                waiter.future.set_result(runtime.load_ns)  # the load this request waited for, else 0
+            elif isinstance(action, pol.Load):
+                for name in action.evict:
+                    self._models[name].state = "unloading"
+                runtime = self._models[action.model]
+                runtime.state = "loading"
+                runtime.unloaded.clear()
+                if self._ratio.get(action.model):
+                    runtime.estimate = int(runtime.estimate * self._ratio[action.model])
+                    runtime.measured = None
+                self._spawn(self._swap(action.evict, runtime))
+            else:
+                self._models[action.model].state = "unloading"
+                reason = self._unload_reasons.pop(action.model, action.reason)
+                self._spawn(self._unload(self._models[action.model], reason))
+        for runtime in self._models.values():
+            runtime.load_ns = 0  # only requests admitted right after a load report its duration
+
+    def _spawn(self, job: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(job)
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _unload(self, runtime: Runtime, reason: str) -> None:
+        try:
+            await runtime.backend.stop()
+        except Exception:
+            log.exception("unloading %s failed", runtime.spec.name)
+        self.config.counters[("unload", runtime.spec.name, reason)] += 1
+        log.info("unloaded %s (reason=%s)", runtime.spec.name, reason)
+        self._events.put_nowait(_Done(runtime.spec.name, loaded=False))
+
+    async def _swap(self, evict: tuple[str, ...], runtime: Runtime) -> None:
+        name = runtime.spec.name
+        for victim in evict:
+            await self._unload(self._models[victim], f"evicted_for={name}")
+        reason = "first_use" if runtime.loaded_at is None else "reload"
+        began = time.perf_counter_ns()
+        try:
+            await runtime.backend.start()
+        except VlmServeError as exc:
+            self._events.put_nowait(_Done(name, loaded=False, error=exc))
+            return
+        except Exception as exc:
+            log.exception("loading %s failed", name)
+            self._events.put_nowait(_Done(name, loaded=False, error=EngineError(f"{name}: load failed: {exc}")))
+            return
+        took = time.perf_counter_ns() - began
+        self.config.counters[("load", name, reason)] += 1
+        log.info("loaded %s (reason=%s) in %.2fs", name, reason, took / 1e9)
+        self._events.put_nowait(_Done(name, loaded=True, load_ns=took))

@@ -1,0 +1,240 @@
+"""The scheduler task with a fake backend (fine for lifecycle and queueing; engines are tested for real elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult
+from vlmserve.errors import InsufficientMemory, Overloaded, Unavailable
+from vlmserve.scheduler.core import Scheduler, SchedulerConfig
+
+
+class FakeBackend:
+    def __init__(self, spec: ModelSpec, load_delay: float = 0.0) -> None:
+        self.spec = spec
+        self.starts = 0
+        self.stops = 0
+        self._loaded = False
+        self._load_delay = load_delay
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    @property
+    def memory_bytes(self) -> int | None:
+        return 100 * 2**20 if self._loaded else None  # as much as SPEC declares
+
+    async def start(self) -> None:
+        await asyncio.sleep(self._load_delay)
+        self.starts += 1
+        self._loaded = True
+
+    async def stop(self) -> None:
+        self.stops += 1
+        self._loaded = False
+
+    async def health(self) -> bool:
+        return self._loaded
+
+    async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        yield ChatChunk(finish_reason="stop")
+
+    async def complete(self, request: CompletionRequest) -> AsyncIterator[ChatChunk]:
+        yield ChatChunk(finish_reason="stop")
+
+    async def embed(self, request: EmbedRequest) -> EmbedResult:
+        return EmbedResult([[1.0]], 1)
+
+
+SPEC = ModelSpec(name="m", engine="llamacpp", path="/nonexistent.gguf", parallel=1, memory_mb=100)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def scheduler() -> AsyncIterator[Scheduler]:
+    sched = make()
+    yield sched
+    await sched.close()
+
+
+def make(
+    clock: Clock | None = None,
+    *,
+    max_queue: int = 64,
+    load_delay: float = 0.0,
+    budget_mb: int = 1000,
+    queue_timeout: float = 600.0,
+) -> Scheduler:
+    config = SchedulerConfig(
+        budget_bytes=budget_mb * 2**20, keep_alive=300.0, max_queue=max_queue, queue_timeout=queue_timeout
+    )
+    sched = Scheduler(lambda spec: FakeBackend(spec, load_delay), config, clock=clock or time.monotonic)
+    sched.start()
+    return sched
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+async def test_concurrent_first_requests_load_once() -> None:
+    sched = make(load_delay=0.05)
+    spec = SPEC.model_copy(update={"parallel": 4})
+
+    async def use() -> int:
+        async with sched.lease(spec) as lease:
+            return lease.load_ns
+
+    load_times = await asyncio.gather(*(use() for _ in range(4)))
+    backend = sched.runtime(spec).backend
+    assert isinstance(backend, FakeBackend) and backend.starts == 1
+    assert all(t > 0 for t in load_times)  # every request admitted by that load reports its duration
+    assert sched.config.counters[("load", "m", "first_use")] == 1
+    await sched.close()
+
+
+async def test_keep_alive_zero_unloads_after_the_request(scheduler: Scheduler) -> None:
+    async with scheduler.lease(SPEC, keep_alive=0):
+        pass
+    await settle()
+    assert scheduler.runtime(SPEC).state == "unloaded" and not scheduler.runtime(SPEC).backend.loaded
+    assert scheduler.config.counters[("unload", "m", "keep_alive")] == 1
+
+
+async def test_idle_timer_unloads_but_never_a_busy_model() -> None:
+    clock = Clock()
+    sched = make(clock)
+    async with sched.lease(SPEC, keep_alive=10):
+        clock.now += 100  # a long request: the timer must not fire while it runs
+        await settle()
+        assert sched.runtime(SPEC).state == "loaded"
+    await settle()
+    runtime = sched.runtime(SPEC)
+    assert runtime.expires_at == pytest.approx(clock.now + 10)
+    clock.now += 11
+    sched._events.put_nowait(sched._events.get_nowait() if not sched._events.empty() else _wake())  # type: ignore[arg-type]
+    await settle()
+    assert runtime.state == "unloaded"
+    await sched.close()
+
+
+def _wake() -> object:
+    from vlmserve.scheduler.core import _Call
+
+    return _Call(lambda: None)
+
+
+async def test_negative_keep_alive_means_forever(scheduler: Scheduler) -> None:
+    async with scheduler.lease(SPEC, keep_alive=math.inf):
+        pass
+    await settle()
+    assert scheduler.runtime(SPEC).expires_at is None and scheduler.runtime(SPEC).state == "loaded"
+
+
+async def test_full_queue_is_overloaded_with_retry_after() -> None:
+    sched = make(max_queue=2)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with sched.lease(SPEC):
+            await release.wait()
+
+    holders = [asyncio.create_task(hold())]
+    await settle()  # the first one runs ...
+    holders += [asyncio.create_task(hold()) for _ in range(2)]  # ... and two wait: the queue is full
+    await settle()
+    with pytest.raises(Overloaded) as info:
+        async with sched.lease(SPEC):
+            pass
+    assert info.value.retry_after >= 1
+    release.set()
+    await asyncio.gather(*holders)
+    await sched.close()
+
+
+async def test_cancelled_waiter_leaves_the_queue() -> None:
+    sched = make(max_queue=1)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with sched.lease(SPEC):
+            await release.wait()
+
+    running = asyncio.create_task(hold())
+    await settle()
+    waiter = asyncio.create_task(hold())
+    await settle()
+    assert sched.queued("m") == 1
+    waiter.cancel()
+    await settle()
+    assert sched.queued("m") == 0
+    release.set()
+    await running
+    await sched.close()
+
+
+async def test_queue_timeout_is_503() -> None:
+    sched = make(queue_timeout=0.05)
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with sched.lease(SPEC):
+            await release.wait()
+
+    running = asyncio.create_task(hold())
+    await settle()
+    with pytest.raises(Unavailable, match="timed out"):
+        async with sched.lease(SPEC):
+            pass
+    release.set()
+    await running
+    await sched.close()
+
+
+async def test_model_that_never_fits_is_507(scheduler: Scheduler) -> None:
+    huge = SPEC.model_copy(update={"name": "huge", "memory_mb": 5000})
+    with pytest.raises(InsufficientMemory):
+        async with scheduler.lease(huge):
+            pass
+
+
+async def test_loading_a_second_model_evicts_the_idle_first() -> None:
+    sched = make(budget_mb=150)
+    other = SPEC.model_copy(update={"name": "other"})
+    async with sched.lease(SPEC):
+        pass
+    async with sched.lease(other):
+        pass
+    await settle()
+    assert sched.runtime(SPEC).state == "unloaded" and sched.runtime(other).state == "loaded"
+    assert sched.config.counters[("unload", "m", "evicted_for=other")] == 1
+    await sched.close()
+
+
+async def test_crashed_runner_frees_its_budget_and_reloads() -> None:
+    sched = make(budget_mb=150)
+    async with sched.lease(SPEC):
+        pass
+    backend = sched.runtime(SPEC).backend
+    assert isinstance(backend, FakeBackend)
+    backend._loaded = False  # the runner process died
+    async with sched.lease(SPEC) as lease:
+        assert lease.backend.loaded
+    assert backend.starts == 2
+    assert sched.config.counters[("unload", "m", "crashed")] == 1
+    await sched.close()
