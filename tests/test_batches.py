@@ -7,6 +7,7 @@ import base64
 import io
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -221,3 +222,28 @@ def test_async_analyze_job(server: ServerProcess) -> None:
     assert job["status"] == "failed" and "nope" in job["error"]["message"]
     assert httpx.get(f"{server.url}/job/job-missing").status_code == 404
     assert httpx.post(f"{server.url}/analyze/async", json={"image_base64": "%%%"}).status_code == 400
+
+
+def test_cli_batch_submit_waits_and_writes_output(server: ServerProcess, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    source = tmp_path / "jobs.jsonl"
+    source.write_bytes(jsonl([chat_line(f"cli-{i}") for i in range(12)]))
+    done = subprocess.run(
+        [sys.executable, "-m", "vlmserve", "batch", "submit", str(source), "--url", server.url, "--wait",
+         "--poll", "0.1"], capture_output=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert "12/12 done, 0 failed" in done.stderr.decode()
+    results = [orjson.loads(line) for line in source.with_suffix(".output.jsonl").read_bytes().splitlines()]
+    assert sorted(r["custom_id"] for r in results) == sorted(f"cli-{i}" for i in range(12))
+    assert all(r["response"]["status_code"] == 200 for r in results)
+
+
+def test_cli_batch_submit_reports_a_missing_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "vlmserve", "batch", "submit", f"{tmp_path}/nope.jsonl"],
+                          capture_output=True, timeout=60, check=False)
+    assert done.returncode == 2 and b"no such file" in done.stderr

@@ -1,4 +1,5 @@
-"""Command line: `vlmserve serve [--setting value ...]`. Every Settings field is a flag of the same name."""
+"""Command line: `vlmserve serve [--setting value ...]` (every Settings field is a flag of the same name) and
+`vlmserve batch submit FILE --wait`."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import sys
 from typing import Any
 
+from vlmserve import cli_batch
 from vlmserve.config import Settings, load_settings
 
 _NOT_FLAGS = {"models"}  # the catalog is declared in the YAML file
@@ -33,9 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vlmserve", description="self-hosted multimodal model server")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    cli_batch.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "batch":
+        return cli_batch.run(args)
     return 2
 
 
