@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
+from vlmserve.api.openai import adapter
 from vlmserve.api.openai.files_routes import get_file_row, jobs_of
 from vlmserve.api.state import JSONBytes
 from vlmserve.domain.duration import parse_duration
@@ -104,13 +105,7 @@ async def list_batches(request: Request, after: str | None = None, limit: int = 
     jobs = jobs_of(request)
     rows, has_more = await jobs.store.list_batches(after, limit)
     data = [batch_object(row, await jobs.store.batch_counts(row["id"])) for row in rows]
-    return JSONBytes({
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    })  # fmt: skip
+    return JSONBytes(adapter.list_page(data, has_more))
 
 
 @router.get("/batches/{batch_id}")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from vlmserve.api.openai import adapter
 from vlmserve.api.state import JSONBytes, state_of
 from vlmserve.errors import BadRequest, ModelNotFound, PayloadTooLarge, Unavailable
 from vlmserve.jobs.model import FILE_PURPOSES
@@ -102,13 +103,7 @@ async def list_files(
 ) -> Response:
     rows, has_more = await jobs_of(request).store.list_files(purpose, limit, order, after)
     data = [file_object(row) for row in rows]
-    return JSONBytes({
-        "object": "list",
-        "data": data,
-        "first_id": data[0]["id"] if data else None,
-        "last_id": data[-1]["id"] if data else None,
-        "has_more": has_more,
-    })  # fmt: skip
+    return JSONBytes(adapter.list_page(data, has_more))
 
 
 @router.get("/files/{file_id}")
