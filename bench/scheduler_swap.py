@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult
-from vlmserve.scheduler.core import Scheduler, SchedulerConfig
+from vlmserve.scheduler.core import Scheduler
+from vlmserve.scheduler.state import SchedulerConfig
 
 MB = 2**20
 

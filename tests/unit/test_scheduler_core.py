@@ -12,7 +12,8 @@ import pytest
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult
 from vlmserve.errors import InsufficientMemory, Overloaded, Unavailable
-from vlmserve.scheduler.core import Scheduler, SchedulerConfig
+from vlmserve.scheduler.core import Scheduler
+from vlmserve.scheduler.state import SchedulerConfig
 
 
 class FakeBackend:
@@ -127,16 +128,10 @@ async def test_idle_timer_unloads_but_never_a_busy_model() -> None:
     runtime = sched.runtime(SPEC)
     assert runtime.expires_at == pytest.approx(clock.now + 10)
     clock.now += 11
-    sched._events.put_nowait(sched._events.get_nowait() if not sched._events.empty() else _wake())  # type: ignore[arg-type]
+    sched.wake()
     await settle()
     assert runtime.state == "unloaded"
     await sched.close()
-
-
-def _wake() -> object:
-    from vlmserve.scheduler.core import _Call
-
-    return _Call(lambda: None)
 
 
 async def test_negative_keep_alive_means_forever(scheduler: Scheduler) -> None:

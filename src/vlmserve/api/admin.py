@@ -10,8 +10,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from vlmserve.api.state import AppState, JSONBytes, state_of
-from vlmserve.scheduler.core import Runtime
 from vlmserve.scheduler.memory import MB, machine_memory_bytes
+from vlmserve.scheduler.state import Runtime
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

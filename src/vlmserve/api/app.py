@@ -27,8 +27,9 @@ from vlmserve.backends.registry import build_backend
 from vlmserve.config import Settings
 from vlmserve.errors import BadRequest, ModelNotFound, PayloadTooLarge, VlmServeError
 from vlmserve.media.pipeline import MediaPipeline
-from vlmserve.scheduler.core import Scheduler, SchedulerConfig
+from vlmserve.scheduler.core import Scheduler
 from vlmserve.scheduler.memory import default_budget_bytes
+from vlmserve.scheduler.state import SchedulerConfig
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
 from vlmserve.service.embed import EmbedService

@@ -10,114 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass, field
 
 from vlmserve.backends.base import Backend
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.errors import EngineError, InsufficientMemory, Overloaded, Unavailable, VlmServeError
 from vlmserve.scheduler import policy as pol
 from vlmserve.scheduler.memory import estimate_bytes
+from vlmserve.scheduler.state import (
+    Call,
+    Done,
+    Enqueue,
+    Event,
+    Lease,
+    Leave,
+    Runtime,
+    SchedulerConfig,
+    Waiter,
+    waiter_ids,
+)
 
 log = logging.getLogger("vlmserve.scheduler")
 BackendFactory = Callable[[ModelSpec], Backend]
 MEASURE_EVERY = 5.0  # seconds between RSS measurements of loaded runners
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    backend: Backend
-    load_ns: int
-
-
-@dataclass
-class Runtime:
-    """Everything the scheduler knows about one catalog model."""
-
-    spec: ModelSpec
-    backend: Backend
-    state: pol.ModelState = "unloaded"
-    in_flight: int = 0
-    estimate: int = 0
-    measured: int | None = None
-    last_used: float = 0.0
-    expires_at: float | None = None
-    keep_alive: float | None = None
-    loaded_at: float | None = None
-    service_seconds: float = 1.0  # moving average of lease duration: the basis of Retry-After
-    load_ns: int = 0
-    unloaded: asyncio.Event = field(default_factory=asyncio.Event)  # set while state == "unloaded"
-
-    @property
-    def need(self) -> int:
-        return self.measured if self.measured is not None else self.estimate
-
-    def view(self) -> pol.ModelView:
-        return pol.ModelView(
-            self.spec.name,
-            self.state,
-            self.in_flight,
-            self.spec.parallel,
-            self.need,
-            self.spec.pin,
-            self.spec.priority,
-            self.last_used,
-            self.expires_at,
-        )
-
-
-@dataclass
-class _Waiter:
-    view: pol.WaiterView
-    future: asyncio.Future[int]
-    deadline: float
-
-
-@dataclass(frozen=True)
-class _Enqueue:
-    spec: ModelSpec
-    waiter: _Waiter
-
-
-@dataclass(frozen=True)
-class _Leave:  # a queued or admitted request is gone (cancelled or finished)
-    waiter_id: int
-    model: str
-    keep_alive: float | None = None
-    seconds: float = 0.0
-
-
-@dataclass(frozen=True)
-class _Done:  # a load or unload task finished
-    model: str
-    loaded: bool
-    error: VlmServeError | None = None
-    load_ns: int = 0
-
-
-@dataclass(frozen=True)
-class _Call:  # admin operations, run by the owner task
-    run: Callable[[], None]
-
-
-_Event = _Enqueue | _Leave | _Done | _Call
-_ids = itertools.count(1)
-
-
-@dataclass
-class SchedulerConfig:
-    budget_bytes: int
-    keep_alive: float = 300.0
-    max_queue: int = 64
-    queue_timeout: float = 600.0
-    max_swap_wait: float = 10.0
-    ordering: str = "swap-aware"
-    counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
 class Scheduler:
@@ -131,9 +49,9 @@ class Scheduler:
         )
         self._clock = clock
         self._models: dict[str, Runtime] = {}
-        self._waiters: dict[int, _Waiter] = {}
+        self._waiters: dict[int, Waiter] = {}
         self._admitted: dict[int, str] = {}
-        self._events: asyncio.Queue[_Event] = asyncio.Queue()
+        self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
         self._ratio: dict[str, float] = {}  # measured/estimated, per model: corrects the next estimate
@@ -170,24 +88,24 @@ class Scheduler:
         queue_timeout: float | None = None,
     ) -> AsyncIterator[Lease]:
         now = self._clock()
-        view = pol.WaiterView(next(_ids), spec.name, client, now, background)
-        waiter = _Waiter(
+        view = pol.WaiterView(next(waiter_ids), spec.name, client, now, background)
+        waiter = Waiter(
             view,
             asyncio.get_running_loop().create_future(),
             now + (queue_timeout if queue_timeout is not None else self.config.queue_timeout),
         )
-        self._events.put_nowait(_Enqueue(spec, waiter))
+        self._events.put_nowait(Enqueue(spec, waiter))
         try:
             load_ns = await waiter.future
         except BaseException:
-            self._events.put_nowait(_Leave(view.id, spec.name))
+            self._events.put_nowait(Leave(view.id, spec.name))
             raise
         runtime = self._models[spec.name]
         began = self._clock()
         try:
             yield Lease(runtime.backend, load_ns)
         finally:
-            self._events.put_nowait(_Leave(view.id, spec.name, keep_alive, self._clock() - began))
+            self._events.put_nowait(Leave(view.id, spec.name, keep_alive, self._clock() - began))
 
     async def load(self, spec: ModelSpec, keep_alive: float | None = None) -> int:
         """Load a model now (admin / Ollama's empty request); returns the load time in ns."""
@@ -208,13 +126,17 @@ class Scheduler:
             self._unload_reasons[name] = reason
             done.set_result(True)
 
-        self._events.put_nowait(_Call(run))
+        self._events.put_nowait(Call(run))
         if not await done:
             return False
         with contextlib.suppress(TimeoutError):  # a model with a steady queue may not go idle: say what happened
             async with asyncio.timeout(30.0):
                 await self._models[name].unloaded.wait()
         return self._models[name].state == "unloaded"
+
+    def wake(self) -> None:
+        """Plan again now (for an injected clock that moved on its own)."""
+        self._events.put_nowait(Call(lambda: None))
 
     # --- the owner task -------------------------------------------------------------------------------------
 
@@ -238,7 +160,7 @@ class Scheduler:
 
     async def _run(self) -> None:
         while True:
-            event: _Event | None = None
+            event: Event | None = None
             try:
                 # asyncio.timeout, not wait_for: wait_for can swallow a cancellation that races with get()
                 async with asyncio.timeout(max(0.0, self._next_deadline() - self._clock())):
@@ -270,17 +192,17 @@ class Scheduler:
         deadlines += [r.expires_at for r in self._models.values() if r.expires_at is not None]
         return min(d for d in deadlines if d > now)  # passed deadlines were handled when they passed
 
-    def _apply(self, event: _Event) -> None:
-        if isinstance(event, _Enqueue):
+    def _apply(self, event: Event) -> None:
+        if isinstance(event, Enqueue):
             self._enqueue(event.spec, event.waiter)
-        elif isinstance(event, _Leave):
+        elif isinstance(event, Leave):
             self._leave(event)
-        elif isinstance(event, _Done):
+        elif isinstance(event, Done):
             self._done(event)
         else:
             event.run()
 
-    def _enqueue(self, spec: ModelSpec, waiter: _Waiter) -> None:
+    def _enqueue(self, spec: ModelSpec, waiter: Waiter) -> None:
         runtime = self.runtime(spec)
         if runtime.need > self.config.budget_bytes:
             waiter.future.set_exception(
@@ -304,7 +226,7 @@ class Scheduler:
             self._mark_unloaded(runtime, "crashed")  # the runner died since its last request
         self._waiters[waiter.view.id] = waiter
 
-    def _leave(self, event: _Leave) -> None:
+    def _leave(self, event: Leave) -> None:
         waiter = self._waiters.pop(event.waiter_id, None)
         if waiter is not None:
             if not waiter.future.done():
@@ -329,7 +251,7 @@ class Scheduler:
             return runtime.keep_alive
         return runtime.spec.keep_alive if runtime.spec.keep_alive is not None else self.config.keep_alive
 
-    def _done(self, event: _Done) -> None:
+    def _done(self, event: Done) -> None:
         runtime = self._models[event.model]
         if not event.loaded:
             if event.error is not None:  # a failed load fails everyone waiting for it
@@ -423,7 +345,7 @@ class Scheduler:
             log.exception("unloading %s failed", runtime.spec.name)
         self.config.counters[("unload", runtime.spec.name, reason)] += 1
         log.info("unloaded %s (reason=%s)", runtime.spec.name, reason)
-        self._events.put_nowait(_Done(runtime.spec.name, loaded=False))
+        self._events.put_nowait(Done(runtime.spec.name, loaded=False))
 
     async def _swap(self, evict: tuple[str, ...], runtime: Runtime) -> None:
         name = runtime.spec.name
@@ -434,13 +356,13 @@ class Scheduler:
         try:
             await runtime.backend.start()
         except VlmServeError as exc:
-            self._events.put_nowait(_Done(name, loaded=False, error=exc))
+            self._events.put_nowait(Done(name, loaded=False, error=exc))
             return
         except Exception as exc:
             log.exception("loading %s failed", name)
-            self._events.put_nowait(_Done(name, loaded=False, error=EngineError(f"{name}: load failed: {exc}")))
+            self._events.put_nowait(Done(name, loaded=False, error=EngineError(f"{name}: load failed: {exc}")))
             return
         took = time.perf_counter_ns() - began
         self.config.counters[("load", name, reason)] += 1
         log.info("loaded %s (reason=%s) in %.2fs", name, reason, took / 1e9)
-        self._events.put_nowait(_Done(name, loaded=True, load_ns=took))
+        self._events.put_nowait(Done(name, loaded=True, load_ns=took))
