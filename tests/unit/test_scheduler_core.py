@@ -233,3 +233,26 @@ async def test_crashed_runner_frees_its_budget_and_reloads() -> None:
     assert backend.starts == 2
     assert sched.config.counters[("unload", "m", "crashed")] == 1
     await sched.close()
+
+
+async def test_waiter_cancelled_before_admission_takes_no_slot(scheduler: Scheduler) -> None:
+    async with scheduler.lease(SPEC):
+        pass  # loaded
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with scheduler.lease(SPEC):
+            await release.wait()
+
+    running = asyncio.create_task(hold())
+    await settle()
+    doomed = asyncio.create_task(hold())
+    await settle()
+    doomed.cancel()  # its Leave and the Admit that the release triggers race in the same step
+    release.set()
+    await running
+    await settle()
+    runtime = scheduler.runtime(SPEC)
+    assert runtime.in_flight == 0 and scheduler.queued("m") == 0
+    async with scheduler.lease(SPEC):  # the slot is free again
+        assert runtime.in_flight == 1

@@ -311,6 +311,8 @@ class Scheduler:
         for action in actions:
             if isinstance(action, pol.Admit):
                 waiter = self._waiters.pop(action.waiter_id)
+                if waiter.future.done():
+                    continue  # cancelled while this plan was made: its Leave finds nothing to undo
                 runtime = self._models[waiter.view.model]
                 runtime.in_flight += 1
                 runtime.expires_at = None
