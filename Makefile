@@ -37,12 +37,10 @@ test: install-dev
 
 lint: install-dev
 	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
 bench: install-dev
-	$(BIN)/python bench/gateway_overhead.py
-	$(BIN)/python bench/chat_tokens_per_second.py
+	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf $(VENV) vendor .pytest_cache .mypy_cache .ruff_cache
