@@ -256,3 +256,30 @@ async def test_waiter_cancelled_before_admission_takes_no_slot(scheduler: Schedu
     assert runtime.in_flight == 0 and scheduler.queued("m") == 0
     async with scheduler.lease(SPEC):  # the slot is free again
         assert runtime.in_flight == 1
+
+
+async def test_engine_options_reload_only_that_model_and_sampling_never_does() -> None:
+    made: list[ModelSpec] = []
+
+    def factory(spec: ModelSpec) -> FakeBackend:
+        made.append(spec)
+        return FakeBackend(spec)
+
+    sched = Scheduler(factory, SchedulerConfig(budget_bytes=10_000 * 2**20))
+    sched.start()
+    other = SPEC.model_copy(update={"name": "other"})
+    async with sched.lease(other):
+        pass
+    async with sched.lease(SPEC):
+        pass
+    async with sched.lease(SPEC, engine_options={"context_size": SPEC.context_size}):
+        pass  # the catalog's own value: no reload
+    async with sched.lease(SPEC, engine_options={"context_size": 8192}) as lease:
+        assert isinstance(lease.backend, FakeBackend) and lease.backend.spec.context_size == 8192
+    async with sched.lease(SPEC) as lease:  # no engine options: served by whatever is loaded
+        assert lease.backend.spec.context_size == 8192
+    counters = sched.config.counters
+    assert counters[("load", "m", "options")] == 1 and counters[("unload", "m", "options")] == 1
+    assert sched.runtime(other).state == "loaded" and counters[("load", "other", "first_use")] == 1
+    assert [s.context_size for s in made if s.name == "m"] == [SPEC.context_size, 8192]
+    await sched.close()

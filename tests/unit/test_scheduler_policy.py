@@ -122,3 +122,15 @@ def test_overdue_model_blocks_younger_loads_from_taking_its_memory() -> None:
     queue = [waiter(1, "b", 0.0), waiter(2, "c", 20.0)]
     actions = plan(state, queue, Policy(int(1.5 * GB), max_swap_wait=10), now=21)
     assert actions == []  # c would fit now, but b has waited longest and needs that memory next
+
+
+def test_requests_for_other_engine_options_reload_only_when_idle() -> None:
+    loaded = ModelView("a", "loaded", 0, 1, GB, variant="")
+    queue = [WaiterView(1, "a", "c", 0.0, variant="context_size=8192"), WaiterView(2, "a", "c", 0.1)]
+    # a request that takes any engine (no engine options) runs first on the loaded one: no reload for it
+    assert plan({"a": loaded}, queue, Policy(2 * GB), now=1) == [Admit(2)]
+    # once only the other options wait and the model is idle: reload it with them
+    assert plan({"a": loaded}, queue[:1], Policy(2 * GB), now=1) == [Load("a", ("a",), "context_size=8192")]
+    busy = ModelView("a", "loaded", 1, 2, GB)
+    assert plan({"a": busy}, queue[:1], Policy(2 * GB), now=1) == []  # never under a running request
+    assert plan({"a": model("a")}, queue[:1], Policy(2 * GB), now=1) == [Load("a", (), "context_size=8192")]

@@ -30,6 +30,7 @@ from vlmserve.scheduler.state import (
     Runtime,
     SchedulerConfig,
     Waiter,
+    engine_variant,
     waiter_ids,
 )
 
@@ -57,6 +58,7 @@ class Scheduler:
         self._ratio: dict[str, float] = {}  # measured/estimated, per model: corrects the next estimate
         self._last_measure = 0.0
         self._unload_reasons: dict[str, str] = {}  # why the next unload of a model happens (admin, ...)
+        self._variant_specs: dict[tuple[str, str], ModelSpec] = {}  # (model, engine options) -> spec to load
 
     # --- what requests and admin endpoints call -------------------------------------------------------------
 
@@ -86,9 +88,13 @@ class Scheduler:
         client: str = "",
         background: bool = False,
         queue_timeout: float | None = None,
+        engine_options: dict[str, int] | None = None,
     ) -> AsyncIterator[Lease]:
         now = self._clock()
-        view = pol.WaiterView(next(waiter_ids), spec.name, client, now, background)
+        variant, variant_spec = engine_variant(spec, engine_options)
+        if variant:
+            self._variant_specs[(spec.name, variant)] = variant_spec
+        view = pol.WaiterView(next(waiter_ids), spec.name, client, now, background, variant)
         waiter = Waiter(
             view,
             asyncio.get_running_loop().create_future(),
@@ -327,7 +333,7 @@ class Scheduler:
                 if self._ratio.get(action.model):
                     runtime.estimate = int(runtime.estimate * self._ratio[action.model])
                     runtime.measured = None
-                self._spawn(self._swap(action.evict, runtime))
+                self._spawn(self._swap(action.evict, runtime, action.variant))
             else:
                 self._models[action.model].state = "unloading"
                 reason = self._unload_reasons.pop(action.model, action.reason)
@@ -340,6 +346,22 @@ class Scheduler:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
+    async def _replace_backend(self, runtime: Runtime, variant: str, *, reloading: bool) -> None:
+        old = runtime.backend
+        with contextlib.suppress(Exception):
+            await old.stop()
+            aclose = getattr(old, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if reloading:
+            self.config.counters[("unload", runtime.spec.name, "options")] += 1
+            log.info("unloaded %s (reason=options)", runtime.spec.name)
+        spec = self._variant_specs.get((runtime.spec.name, variant), runtime.spec) if variant else runtime.spec
+        runtime.backend = self._factory(spec)
+        runtime.variant = variant
+        runtime.estimate = estimate_bytes(spec)
+        runtime.measured = None
+
     async def _unload(self, runtime: Runtime, reason: str) -> None:
         try:
             await runtime.backend.stop()
@@ -349,11 +371,15 @@ class Scheduler:
         log.info("unloaded %s (reason=%s)", runtime.spec.name, reason)
         self._events.put_nowait(Done(runtime.spec.name, loaded=False))
 
-    async def _swap(self, evict: tuple[str, ...], runtime: Runtime) -> None:
+    async def _swap(self, evict: tuple[str, ...], runtime: Runtime, variant: str) -> None:
         name = runtime.spec.name
         for victim in evict:
-            await self._unload(self._models[victim], f"evicted_for={name}")
+            if victim != name:
+                await self._unload(self._models[victim], f"evicted_for={name}")
         reason = "first_use" if runtime.loaded_at is None else "reload"
+        if variant != runtime.variant:  # other engine options: a new engine for only this model
+            await self._replace_backend(runtime, variant, reloading=name in evict)
+            reason = "options"
         began = time.perf_counter_ns()
         try:
             await runtime.backend.start()

@@ -32,6 +32,7 @@ class ModelView:
     priority: int = 0  # higher = evicted later
     last_used: float = 0.0
     expires_at: float | None = None  # when an idle loaded model unloads (keep-alive); None = never / busy
+    variant: str = ""  # engine options it is loaded with ("" = the catalog's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,10 @@ class WaiterView:
     client: str
     enqueued_at: float
     background: bool = False
+    variant: str | None = None  # engine options the request needs; None = any
+
+    def fits(self, model: ModelView) -> bool:
+        return self.variant is None or self.variant == model.variant
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,7 @@ class Admit:
 class Load:
     model: str
     evict: tuple[str, ...] = ()
+    variant: str = ""  # load with these engine options; evicting the model itself means "reload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +88,14 @@ def fair_order(waiters: Iterable[WaiterView]) -> list[WaiterView]:
             ordered.extend(queue.pop(0) for queue in queues)
             queues = [queue for queue in queues if queue]
     return ordered
+
+
+def _variant_of(queue: Sequence[WaiterView]) -> str:
+    """The engine options to load for a queue: those of its first request that names any."""
+    for waiter in fair_order(queue):
+        if waiter.variant is not None:
+            return waiter.variant
+    return ""
 
 
 def eviction_order(models: Iterable[ModelView]) -> list[ModelView]:
@@ -140,13 +154,19 @@ def _plan_swap_aware(
         free_slots = model.parallel - model.in_flight
         if free_slots <= 0:
             continue  # the common case under load: skip ordering a queue nobody leaves now
-        actions.extend(Admit(w.id) for w in fair_order(queue)[:free_slots])
-        busy.add(name)
+        fitting = [w for w in queue if w.fits(model)]
+        if fitting:
+            actions.extend(Admit(w.id) for w in fair_order(fitting)[:free_slots])
+            busy.add(name)
+        elif model.in_flight == 0:  # only requests for other engine options wait: reload it with theirs
+            actions.append(Load(name, (name,), _variant_of(queue)))
+            busy.add(name)
     reserved = busy | expiring
     for name in pending:
         model = models[name]
+        variant = _variant_of(by_model[name])
         if model.need_bytes <= free:
-            actions.append(Load(name))
+            actions.append(Load(name, variant=variant))
             free -= model.need_bytes
             continue
         overdue = name in aged
@@ -167,7 +187,7 @@ def _plan_swap_aware(
             evict.append(victim.name)
             room += victim.need_bytes
         if room >= model.need_bytes:
-            actions.append(Load(name, tuple(evict)))
+            actions.append(Load(name, tuple(evict), variant))
             reserved.update(evict)
             free = room - model.need_bytes
         elif overdue:
@@ -184,11 +204,13 @@ def _plan_fifo(
     admitted: set[str] = set()
     for waiter in sorted(waiters, key=lambda w: (w.enqueued_at, w.id)):
         model = models[waiter.model]
-        if model.state == "loaded" and slots.get(model.name, 0) > 0:
+        if model.state == "loaded" and slots.get(model.name, 0) > 0 and waiter.fits(model):
             actions.append(Admit(waiter.id))
             slots[model.name] -= 1
             admitted.add(model.name)
             continue
+        if model.state == "loaded" and not waiter.fits(model) and model.in_flight == 0 and model.name not in admitted:
+            actions.append(Load(model.name, (model.name,), waiter.variant or ""))
         if model.state == "unloaded":
             idle = [
                 m
@@ -202,6 +224,6 @@ def _plan_fifo(
                 evict.append(victim.name)
                 room += victim.need_bytes
             if room >= model.need_bytes:
-                actions.append(Load(model.name, tuple(evict)))
+                actions.append(Load(model.name, tuple(evict), waiter.variant or ""))
         break  # head of the line blocks everyone behind it
     return actions

@@ -36,6 +36,7 @@ class Runtime:
     loaded_at: float | None = None
     service_seconds: float = 1.0  # moving average of lease duration: the basis of Retry-After
     load_ns: int = 0
+    variant: str = ""  # engine options the backend runs with ("" = the catalog's)
     unloaded: asyncio.Event = field(default_factory=asyncio.Event)  # set while state == "unloaded"
 
     @property
@@ -53,6 +54,7 @@ class Runtime:
             self.spec.priority,
             self.last_used,
             self.expires_at,
+            self.variant,
         )
 
 
@@ -105,3 +107,18 @@ class SchedulerConfig:
     counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
+
+
+ENGINE_OPTIONS = ("context_size", "threads", "gpu_layers")  # options that need the engine restarted
+
+
+def engine_variant(spec: ModelSpec, options: dict[str, int] | None) -> tuple[str | None, ModelSpec]:
+    """The variant key a request needs (None = any) and the spec to load for it.
+
+    Only options that change the engine count (context size, threads, GPU layers); sampling options never
+    cause a reload. An option equal to the catalog's value asks for the catalog's engine (key "")."""
+    if not options or not spec.is_local:
+        return None, spec
+    changed = {k: v for k, v in sorted(options.items()) if k in ENGINE_OPTIONS and getattr(spec, k) != v}
+    key = ",".join(f"{k}={v}" for k, v in changed.items())
+    return key, spec.model_copy(update=changed) if changed else spec
