@@ -162,3 +162,19 @@ def test_admin_unload_all(local_server: ServerProcess) -> None:
     assert "all-minilm" in httpx.post(local_server.url + "/admin/unload-all", timeout=60).json()["unloaded"]
     assert _state(local_server, "all-minilm")["unloads"].get("admin", 0) >= 1
     assert httpx.get(local_server.url + "/api/ps").json()["models"] == []
+
+
+def test_context_size_option_reloads_and_sampling_options_do_not(local_server: ServerProcess) -> None:
+    import ollama
+
+    with ollama.Client(host=local_server.url) as client:
+        client.generate(model="smollm2", prompt="hi", options={"num_predict": 2})
+        before = _state(local_server, "smollm2")["loads"]
+        client.generate(model="smollm2", prompt="hi", options={"num_predict": 2, "temperature": 1.3, "seed": 7,
+                                                               "stop": ["x"], "top_p": 0.5})
+        assert _state(local_server, "smollm2")["loads"] == before  # sampling options never reload (Ollama does)
+        reply = client.generate(model="smollm2", prompt="hi", options={"num_predict": 2, "num_ctx": 1024})
+        assert reply.done
+        after = _state(local_server, "smollm2")
+        assert after["loads"].get("options") == before.get("options", 0) + 1
+        assert after["unloads"].get("options", 0) >= 1

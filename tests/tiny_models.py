@@ -6,8 +6,9 @@
 - `build_tiny_llava_gguf(hf_dir, dest)`: that model as a GGUF text model + a GGUF mmproj (CLIP "mlp"
   projector) for llama.cpp, made with llama.cpp's own converters from `vendor/llama.cpp`
   (fetched by `scripts/fetch_llama_convert.sh`).
+- `build_tiny_whisper(dest)`: a Whisper folder (random weights, 16 mel bins) for the speech path.
 
-Both are cached: a finished folder (marked by a `.done` file) is reused.
+All are cached: a finished folder (marked by a `.done` file) is reused.
 """
 
 from __future__ import annotations
@@ -210,3 +211,52 @@ def build_tiny_llava_gguf(hf_dir: Path, dest: Path) -> tuple[Path, Path]:
     (work / "mmproj-model-f32.gguf").replace(mmproj_out)
     (dest / ".done").write_text("ok\n")
     return text_out, mmproj_out
+
+
+WHISPER_SPECIAL_TOKENS = ["<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
+                          "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+
+
+def build_tiny_whisper(dest: Path) -> Path:
+    """A tiny random Whisper in `dest` (reused when already built): byte-level BPE tokenizer made with
+    `tokenizers`, a 16-mel WhisperFeatureExtractor, one encoder and one decoder layer. Loadable with
+    `AutoProcessor` / `AutoModelForSpeechSeq2Seq`; returns `dest`."""
+    import torch
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tf: Any = transformers
+    if (dest / ".done").is_file():
+        return dest
+    dest.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.model.save(str(dest))  # vocab.json + merges.txt
+    tokenizer = tf.WhisperTokenizer(vocab=str(dest / "vocab.json"), merges=str(dest / "merges.txt"))
+    tokenizer.add_special_tokens({"additional_special_tokens": WHISPER_SPECIAL_TOKENS})
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    sot = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
+    config = tf.WhisperConfig(
+        vocab_size=len(tokenizer), num_mel_bins=16, d_model=32, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_source_positions=1500, max_target_positions=64, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
+        decoder_start_token_id=sot, suppress_tokens=[], begin_suppress_tokens=[],
+    )
+    torch.manual_seed(0)
+    model = tf.WhisperForConditionalGeneration(config).eval()
+    generation = model.generation_config
+    generation.decoder_start_token_id = sot
+    generation.eos_token_id = eot
+    generation.pad_token_id = eot
+    generation.no_timestamps_token_id = tokenizer.convert_tokens_to_ids("<|notimestamps|>")
+    generation.is_multilingual = False
+    generation.forced_decoder_ids = None
+    model.save_pretrained(dest)
+    feature_extractor = tf.WhisperFeatureExtractor(feature_size=16)
+    tf.WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(dest)
+    (dest / ".done").write_text("ok\n")
+    return dest

@@ -1,5 +1,5 @@
 """Command line: `vlmserve serve [--setting value ...]` (every Settings field is a flag of the same name) and
-`vlmserve batch submit FILE --wait`."""
+`vlmserve batch submit FILE --wait`, `vlmserve keys create|list|revoke`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from vlmserve import cli_batch
+from vlmserve import cli_batch, cli_keys
 from vlmserve.config import Settings, load_settings
 
 _NOT_FLAGS = {"models"}  # the catalog is declared in the YAML file
@@ -36,11 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     cli_batch.add_parser(sub)
+    cli_keys.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
     if args.command == "batch":
         return cli_batch.run(args)
+    if args.command == "keys":
+        return cli_keys.run(args)
     return 2
 
 
@@ -48,6 +51,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from vlmserve.api.app import create_app
+    from vlmserve.api.gateway import RequestIdFilter
 
     overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
     try:
@@ -55,7 +59,12 @@ def serve(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"vlmserve: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s",
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RequestIdFilter())
     uvicorn.run(
         create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False
     )

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -19,6 +19,22 @@ from pydantic_settings import (
 
 from vlmserve.domain.duration import parse_duration
 from vlmserve.domain.spec import ModelSpec
+
+Scope = Literal["inference", "batch", "admin"]
+ALL_SCOPES: tuple[Scope, ...] = ("inference", "batch", "admin")
+
+
+class StaticApiKey(BaseModel):
+    """An API key declared in the config file (hashed at start, never stored)."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    id: str | None = None
+    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES))
+    models: list[str] | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
 
 
 class Settings(BaseSettings):
@@ -62,6 +78,11 @@ class Settings(BaseSettings):
     media_resize_filter: Literal["bicubic", "lanczos", "hamming", "bilinear"] = "bicubic"
     max_images_per_message: int = Field(8, ge=1)
     max_request_image_bytes: int = Field(64 * 1024 * 1024, description="all images of one request together")
+    max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1, description="largest audio input (input_audio, uploads)")
+    max_audio_seconds: float = Field(600.0, gt=0, description="longest audio input, in seconds")
+    max_video_bytes: int = Field(100 * 1024 * 1024, ge=1, description="largest video input (video_url parts)")
+    max_video_seconds: float = Field(600.0, gt=0, description="longest video input, in seconds")
+    video_frames: int = Field(8, ge=1, description="frames sampled evenly from each video, sent as images")
     threads: int | None = Field(None, description="CPU threads per local engine (default: all cores)")
     # scheduler
     memory_budget_mb: int | None = Field(
@@ -87,13 +108,24 @@ class Settings(BaseSettings):
     batch_max_file_bytes: int = Field(200 * 1024 * 1024, description="largest file upload (/v1/files)")
     batch_max_lines: int = Field(50_000, ge=1, description="most requests in one batch input file")
 
+    # security: API keys, rate limits (0 = unlimited), shared limiter state
+    api_keys: Annotated[list[str | StaticApiKey], NoDecode] = Field(
+        default_factory=list, description="static API keys (comma-separated secrets; YAML may give scopes/limits)"
+    )
+    allow_unauthenticated: bool = Field(False, description="serve a non-loopback host without API keys")
+    rate_limit_rpm: int = Field(0, ge=0, description="default requests per minute per API key (0: unlimited)")
+    rate_limit_tpm: int = Field(0, ge=0, description="default tokens per minute per API key (0: unlimited)")
+    rate_limit_concurrency: int = Field(0, ge=0, description="default requests in flight per API key (0: unlimited)")
+    redis_url: str | None = Field(None, description="redis://... to share rate limits between replicas")
+    key_refresh_interval: float = Field(5.0, gt=0, description="seconds between reloads of the API key table")
+
     @field_validator("keep_alive", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> float:
         seconds = parse_duration(value)
         return 300.0 if seconds is None else seconds
 
-    @field_validator("ollama_models", "openai_models", "media_fetch_allow", mode="before")
+    @field_validator("ollama_models", "openai_models", "media_fetch_allow", "api_keys", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):

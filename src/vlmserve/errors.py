@@ -8,10 +8,12 @@ own wire format exactly once (api/openai/errors.py, api/ollama/errors.py). `stat
     ├── BadRequest (400 invalid_request_error)
     │   ├── UnsupportedCapability (400)   model cannot do what was asked (image to a text-only model)
     │   └── InvalidMedia (400)            image bytes that are not a supported, intact image
-    ├── AuthenticationFailed (401 authentication_error)
+    ├── AuthenticationFailed (401 authentication_error)  missing or unknown API key
+    ├── PermissionDenied (403 permission_error)  the key lacks the route's scope or the model
     ├── ModelNotFound (404 not_found_error)
     ├── PayloadTooLarge (413 invalid_request_error)
     ├── Overloaded (429 rate_limit_error)  queue full; carries retry_after seconds
+    ├── RateLimited (429 rate_limit_error)  the API key's requests/tokens per minute or concurrency
     ├── InsufficientMemory (507 insufficient_memory)  the model can never fit in the memory budget
     ├── Unavailable (503 service_unavailable)  temporarily cannot serve; carries retry_after
     ├── EngineError (502 engine_error)    the engine failed or crashed mid-request
@@ -53,6 +55,12 @@ class AuthenticationFailed(VlmServeError):
     code = "invalid_api_key"
 
 
+class PermissionDenied(VlmServeError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
 class ModelNotFound(VlmServeError):
     status = 404
     type = "not_found_error"
@@ -75,6 +83,12 @@ class Overloaded(_RetryableError):
     status = 429
     type = "rate_limit_error"
     code = "overloaded"
+
+
+class RateLimited(_RetryableError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
 
 
 class Unavailable(_RetryableError):

@@ -13,18 +13,21 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vlmserve import __version__
-from vlmserve.api import admin, jobs_routes, ops, simple
+from vlmserve.api import admin, admin_keys, jobs_routes, metrics, ops, simple
 from vlmserve.api.batch_runtime import start_jobs, stop_jobs
 from vlmserve.api.disconnect import CancelOnDisconnect
+from vlmserve.api.gateway import Gateway, open_security
 from vlmserve.api.ollama import errors as ollama_errors
 from vlmserve.api.ollama.routes import router as ollama_router
 from vlmserve.api.openai import errors as openai_errors
+from vlmserve.api.openai.audio_routes import router as audio_router
 from vlmserve.api.openai.batches_routes import router as batches_router
 from vlmserve.api.openai.files_routes import router as files_router
 from vlmserve.api.openai.routes import router as openai_router
 from vlmserve.api.state import AppState, JSONBytes
 from vlmserve.backends.registry import build_backend
 from vlmserve.config import Settings
+from vlmserve.context import note_error
 from vlmserve.errors import BadRequest, ModelNotFound, PayloadTooLarge, VlmServeError
 from vlmserve.media.pipeline import MediaPipeline
 from vlmserve.scheduler.core import Scheduler
@@ -123,6 +126,13 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         app.state.vlm = vlm
         vlm.scheduler.start()
         await start_jobs(vlm)
+        try:
+            vlm.security = await open_security(vlm)
+        except BaseException:
+            await stop_jobs(vlm)
+            await vlm.scheduler.close()
+            raise
+        vlm.metrics.attach(vlm)
         log.info(
             "vlmserve %s serving %d models: %s",
             __version__,
@@ -132,6 +142,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         try:
             yield
         finally:
+            if vlm.security is not None:
+                await vlm.security.close()
             await stop_jobs(vlm)
             await vlm.scheduler.close()
 
@@ -139,6 +151,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
 
     @app.exception_handler(VlmServeError)
     async def on_vlm_error(request: Request, exc: VlmServeError) -> Response:
+        if exc.status >= 500:
+            note_error(exc.type)
         return error_response(request.url.path, exc)
 
     @app.exception_handler(RequestValidationError)
@@ -162,11 +176,12 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         log.exception("unexpected error on %s", request.url.path)
         return error_response(request.url.path, VlmServeError(f"internal error: {exc.__class__.__name__}"))
 
-    for router in (openai_router, files_router, batches_router, ollama_router, simple.router, jobs_routes.router,
-                   ops.router, admin.router):
+    for router in (openai_router, audio_router, files_router, batches_router, ollama_router, simple.router,
+                   jobs_routes.router, ops.router, admin_keys.router, admin.router, metrics.router):
         app.include_router(router)
     app.add_middleware(CancelOnDisconnect)
     app.add_middleware(
         RequestGate, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.batch_max_file_bytes + 2**20
     )
+    app.add_middleware(Gateway, error_response=error_response)  # outermost: ids, keys, limits, metrics
     return app

@@ -10,9 +10,12 @@ import orjson
 from fastapi import Request
 from starlette.responses import Response
 
+from vlmserve.api.metrics import Metrics
 from vlmserve.config import Settings
+from vlmserve.context import current
 from vlmserve.jobs.runtime import JobsRuntime
 from vlmserve.scheduler.core import Scheduler
+from vlmserve.security.guard import Security
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
 from vlmserve.service.embed import EmbedService
@@ -27,10 +30,16 @@ class AppState:
     embed: EmbedService
     started_at: float = field(default_factory=time.time)
     jobs: JobsRuntime | None = None  # durable batches and async jobs, opened in the app lifespan
+    security: Security | None = None  # API keys and rate limits, opened in the app lifespan
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def client_of(request: Request, fallback: str | None = None) -> str:
-    """Who is asking, for fair turns in the queues: the X-Client-Id header, else the body's `user` field."""
+    """Who is asking, for fair turns in the queues: the API key's id, else the X-Client-Id header, else the
+    body's `user` field."""
+    ctx = current.get()
+    if ctx is not None and ctx.key_id is not None:
+        return ctx.key_id
     return request.headers.get("x-client-id") or fallback or ""
 
 

@@ -6,9 +6,12 @@ validated protocol in api/openai.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from vlmserve.domain.types import (
+    AudioInput,
+    AudioPart,
     ChatRequest,
     CompletionRequest,
     FinishReason,
@@ -20,11 +23,11 @@ from vlmserve.domain.types import (
     SamplingParams,
     TextPart,
 )
-from vlmserve.media.images import bytes_from_url, image_to_data_uri
+from vlmserve.media.images import bytes_from_url, decode_base64, image_to_data_uri
 
 
 def message_to_wire(message: Message) -> dict[str, Any]:
-    if not message.has_images:
+    if not message.has_images and not message.has_audio:
         return {"role": message.role, "content": message.text}
     content: list[dict[str, Any]] = []
     for part in message.parts:
@@ -32,8 +35,11 @@ def message_to_wire(message: Message) -> dict[str, Any]:
             content.append({"type": "text", "text": part.text})
         elif isinstance(part, ImagePart):
             content.append({"type": "image_url", "image_url": {"url": image_to_data_uri(part)}})
+        elif isinstance(part, AudioPart):
+            data = base64.b64encode(part.data).decode("ascii")
+            content.append({"type": "input_audio", "input_audio": {"data": data, "format": "wav"}})
         else:
-            raise TypeError("images must be prepared before they reach an engine")
+            raise TypeError("images, audio and videos must be prepared before they reach an engine")
     return {"role": message.role, "content": content}
 
 
@@ -104,6 +110,9 @@ def messages_from_wire(raw: list[dict[str, Any]]) -> list[Message]:
                     parts.append(TextPart(str(piece.get("text", ""))))
                 elif piece.get("type") == "image_url":
                     parts.append(ImageInput(bytes_from_url(piece["image_url"]["url"])))
+                elif piece.get("type") == "input_audio":
+                    audio = piece["input_audio"]
+                    parts.append(AudioInput(decode_base64(str(audio["data"])), format=str(audio.get("format", ""))))
         messages.append(Message(role=item.get("role", "user"), parts=parts))
     return messages
 

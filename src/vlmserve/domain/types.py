@@ -11,6 +11,7 @@ class Capability(StrEnum):
     COMPLETION = "completion"
     VISION = "vision"
     EMBEDDING = "embedding"
+    AUDIO = "audio"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +45,40 @@ class ImagePart:
     height: int
 
 
-Part = TextPart | ImageInput | ImageURL | ImagePart
+@dataclass(frozen=True, slots=True)
+class AudioInput:
+    """Audio as the client sent it (undecoded bytes); `format` is the client's claim (wav, mp3, flac)."""
+
+    data: bytes
+    format: str = ""
+    field: str = "input_audio"
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPart:
+    """Checked, model-ready audio: a 16 kHz mono 16-bit PCM WAV file and its duration in seconds."""
+
+    data: bytes
+    duration: float
+
+
+@dataclass(frozen=True, slots=True)
+class VideoInput:
+    """A video as the client sent it (undecoded bytes); the media pipeline samples it into ImageParts."""
+
+    data: bytes
+    field: str = "video_url"
+
+
+@dataclass(frozen=True, slots=True)
+class VideoURL:
+    """A video the server fetches itself (http(s) or file:// URL) before sampling its frames."""
+
+    url: str
+    field: str = "video_url"
+
+
+Part = TextPart | ImageInput | ImageURL | ImagePart | AudioInput | AudioPart | VideoInput | VideoURL
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -63,7 +97,12 @@ class Message:
 
     @property
     def has_images(self) -> bool:
-        return any(isinstance(p, ImageInput | ImageURL | ImagePart) for p in self.parts)
+        """Images or videos (a video reaches the model as frames)."""
+        return any(isinstance(p, ImageInput | ImageURL | ImagePart | VideoInput | VideoURL) for p in self.parts)
+
+    @property
+    def has_audio(self) -> bool:
+        return any(isinstance(p, AudioInput | AudioPart) for p in self.parts)
 
 
 @dataclass(slots=True)
@@ -97,6 +136,7 @@ class ChatRequest:
     keep_alive: float | None = None  # seconds; None = model default, 0 = unload after, <0 = forever
     client: str = ""  # who asked (API key or X-Client-Id): clients take turns in a model's queue
     background: bool = False  # batch work: queued behind live requests
+    engine_options: dict[str, int] | None = None  # context_size / threads / gpu_layers: restart the engine
 
 
 @dataclass(slots=True)
@@ -110,6 +150,7 @@ class CompletionRequest:
     keep_alive: float | None = None
     client: str = ""
     background: bool = False
+    engine_options: dict[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -161,6 +202,7 @@ class EmbedRequest:
     keep_alive: float | None = None
     client: str = ""
     background: bool = False
+    engine_options: dict[str, int] | None = None
 
 
 @dataclass(slots=True)

@@ -41,4 +41,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "CREATE INDEX vlm_jobs_status ON vlm_jobs (status, created_at)",
         ],
     ),
+    (
+        2,
+        "API keys (hashed secrets, scopes, model allowlist, per-key limits)",
+        [
+            """CREATE TABLE vlm_api_keys (
+                id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, prefix TEXT NOT NULL,
+                scopes TEXT NOT NULL, models TEXT, rpm BIGINT, tpm BIGINT, concurrency BIGINT,
+                created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)""",
+        ],
+    ),
 ]

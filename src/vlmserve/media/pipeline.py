@@ -1,4 +1,7 @@
-"""MediaPipeline: every image part of a request -> model-ready ImagePart, under per-request limits.
+"""MediaPipeline: every image, audio and video part of a request -> model-ready parts, under per-request limits.
+
+Audio becomes an AudioPart (16 kHz mono WAV, media/audio.py); a video becomes `video_frames` ImageParts
+(media/video.py), so any vision model can take one. Videos count their frames against the model's image limit.
 
 Sources: raw bytes (data URIs, base64, uploads) and URLs the server fetches (media/fetch.py). Preparation
 (decode + resize + encode, media/images.py) runs in a worker thread and is cached by content hash, so the
@@ -11,11 +14,22 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.domain.types import ImageInput, ImagePart, ImageURL, Message, Part
+from vlmserve.domain.types import (
+    AudioInput,
+    ImageInput,
+    ImagePart,
+    ImageURL,
+    Message,
+    Part,
+    VideoInput,
+    VideoURL,
+)
 from vlmserve.errors import BadRequest, PayloadTooLarge
+from vlmserve.media.audio import AudioLimits, prepare_audio_async
 from vlmserve.media.cache import PreparedImageCache, content_key
 from vlmserve.media.fetch import FetchPolicy, fetch_bytes
 from vlmserve.media.images import ImageLimits, prepare_image_async
+from vlmserve.media.video import VideoLimits, sample_frames_async
 
 if TYPE_CHECKING:
     from vlmserve.config import Settings
@@ -34,8 +48,12 @@ class MediaPipeline:
         fetch: FetchPolicy | None = None,
         request_limits: RequestLimits | None = None,
         cache_bytes: int = 64 * 1024 * 1024,
+        audio: AudioLimits | None = None,
+        video: VideoLimits | None = None,
     ) -> None:
         self.limits = limits or ImageLimits()
+        self.audio = audio or AudioLimits()
+        self.video = video or VideoLimits()
         self.fetch_policy = fetch or FetchPolicy(max_bytes=self.limits.max_bytes)
         self.request_limits = request_limits or RequestLimits()
         self.cache = PreparedImageCache(cache_bytes)
@@ -59,7 +77,10 @@ class MediaPipeline:
             max_images_per_message=settings.max_images_per_message,
             max_image_bytes_per_request=settings.max_request_image_bytes,
         )
-        return cls(limits, fetch, request_limits, cache_bytes=settings.media_cache_bytes)
+        audio = AudioLimits(max_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds)
+        video = VideoLimits(max_bytes=settings.max_video_bytes, max_seconds=settings.max_video_seconds,
+                            frames=settings.video_frames)
+        return cls(limits, fetch, request_limits, cache_bytes=settings.media_cache_bytes, audio=audio, video=video)
 
     def limits_for(self, spec: ModelSpec) -> ImageLimits:
         return replace(self.limits, max_side=spec.max_image_side, budget_pixels=spec.max_image_pixels)
@@ -75,10 +96,11 @@ class MediaPipeline:
                     param=f"messages[{i}]",
                     code="too_many_images",
                 )
-            total += count
+            total += count + self.video.frames * sum(1 for p in message.parts if isinstance(p, VideoInput | VideoURL))
         if total > spec.max_images:
             raise BadRequest(
-                f"{total} images in one request; model '{spec.name}' takes at most {spec.max_images}",
+                f"{total} images (video frames included) in one request; model '{spec.name}' takes at most "
+                f"{spec.max_images}",
                 param="messages",
                 code="too_many_images",
             )
@@ -93,19 +115,35 @@ class MediaPipeline:
                                 limits.jpeg_quality, limits.max_pixels, limits.max_bytes)
         return await self.cache.get_or_prepare(key, lambda: prepare_image_async(data, limits, field=field))
 
+    async def video_frames(self, part: VideoInput | VideoURL, limits: ImageLimits) -> list[Part]:
+        if isinstance(part, VideoInput):
+            data = part.data
+        else:
+            policy = replace(self.fetch_policy, max_bytes=self.video.max_bytes)
+            data = await fetch_bytes(policy, part.url, field_name=part.field)
+        frames = await sample_frames_async(data, self.video, field=part.field)
+        return [await self.prepare(frame, limits, part.field) for frame in frames]
+
     async def prepare_messages(self, messages: list[Message], spec: ModelSpec) -> list[Message]:
-        """The messages with every image fetched, checked and prepared for `spec`'s budget."""
+        """The messages with every image, audio and video fetched, checked and prepared for `spec`'s budget."""
         self.check_counts(messages, spec)
         limits = self.limits_for(spec)
         budget = self.request_limits.max_image_bytes_per_request
         used = 0
         prepared: list[Message] = []
         for message in messages:
-            if not any(isinstance(p, ImageInput | ImageURL) for p in message.parts):
+            if not any(isinstance(p, ImageInput | ImageURL | AudioInput | VideoInput | VideoURL)
+                       for p in message.parts):
                 prepared.append(message)
                 continue
             parts: list[Part] = []
             for part in message.parts:
+                if isinstance(part, AudioInput):
+                    parts.append(await prepare_audio_async(part.data, self.audio, field=part.field))
+                    continue
+                if isinstance(part, VideoInput | VideoURL):
+                    parts.extend(await self.video_frames(part, limits))
+                    continue
                 if not isinstance(part, ImageInput | ImageURL):
                     parts.append(part)
                     continue

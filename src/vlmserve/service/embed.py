@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from vlmserve.context import note_model, note_tokens
 from vlmserve.domain.types import Capability, EmbedRequest, EmbedResult
 from vlmserve.errors import BadRequest
 from vlmserve.scheduler.core import Scheduler
@@ -24,9 +25,12 @@ class EmbedService:
         if len(request.inputs) > MAX_INPUTS:
             raise BadRequest(f"at most {MAX_INPUTS} inputs per request", param="input")
         spec = self.catalog.resolve(request.model, Capability.EMBEDDING)
+        note_model(spec.name)
         async with self.scheduler.lease(spec, request.keep_alive, client=request.client,
-                                        background=request.background) as lease:
+                                        background=request.background,
+            engine_options=request.engine_options) as lease:
             result = await lease.backend.embed(replace(request, model=spec.name))
+        note_tokens(result.prompt_tokens, 0)
         if request.dimensions is not None:
             if not 0 < request.dimensions <= len(result.vectors[0]):
                 raise BadRequest(f"dimensions must be between 1 and {len(result.vectors[0])}", param="dimensions")

@@ -89,6 +89,7 @@ def chat_to_domain(req: p.ChatRequest) -> ChatRequest:
         response_format=response_format(req.format),
         stream=req.stream,
         keep_alive=keep_alive_seconds(req.keep_alive),
+        engine_options=engine_options(req.options),
     )
 
 
@@ -98,7 +99,8 @@ def generate_to_domain(req: p.GenerateRequest) -> ChatRequest | CompletionReques
         if req.images:
             raise BadRequest("raw mode does not take images", param="images")
         return CompletionRequest(
-            model=req.model, prompt=req.prompt, sampling=sampling(req.options), stream=req.stream, keep_alive=keep_alive
+            model=req.model, prompt=req.prompt, sampling=sampling(req.options), stream=req.stream,
+            keep_alive=keep_alive, engine_options=engine_options(req.options),
         )
     messages = []
     if req.system:
@@ -111,6 +113,7 @@ def generate_to_domain(req: p.GenerateRequest) -> ChatRequest | CompletionReques
         response_format=response_format(req.format),
         stream=req.stream,
         keep_alive=keep_alive,
+        engine_options=engine_options(req.options),
     )
 
 
@@ -124,6 +127,7 @@ def embed_to_domain(req: p.EmbedRequest) -> EmbedRequest:
         truncate=req.truncate,
         dimensions=req.dimensions,
         keep_alive=keep_alive_seconds(req.keep_alive),
+        engine_options=engine_options(req.options),
     )
 
 
@@ -172,3 +176,12 @@ def expires_iso(expires_at_monotonic: float | None) -> str:
     if math.isinf(wall):
         return "2318-01-01T00:00:00Z"
     return datetime.fromtimestamp(wall, UTC).isoformat().replace("+00:00", "Z")
+
+
+def engine_options(options: p.Options | None) -> dict[str, int] | None:
+    """Ollama options that need the engine restarted (num_ctx, num_thread, num_gpu); the rest are sampling."""
+    if options is None:
+        return None
+    mapping = {"context_size": options.num_ctx, "threads": options.num_thread, "gpu_layers": options.num_gpu}
+    chosen = {key: value for key, value in mapping.items() if value is not None}
+    return chosen or None

@@ -21,7 +21,9 @@ class Options(_Lenient):
     repeat_penalty: float | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    num_ctx: int | None = None
+    num_ctx: int | None = Field(default=None, ge=256)
+    num_thread: int | None = Field(default=None, ge=1)
+    num_gpu: int | None = None
 
 
 class ChatMessage(_Lenient):

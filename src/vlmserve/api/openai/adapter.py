@@ -10,6 +10,7 @@ from typing import Any
 from vlmserve.api.openai import protocol as p
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.types import (
+    AudioInput,
     ChatRequest,
     ChatResult,
     CompletionRequest,
@@ -23,9 +24,11 @@ from vlmserve.domain.types import (
     SamplingParams,
     TextPart,
     Usage,
+    VideoInput,
+    VideoURL,
 )
 from vlmserve.errors import BadRequest
-from vlmserve.media.images import bytes_from_url, is_data_uri
+from vlmserve.media.images import bytes_from_url, decode_base64, is_data_uri
 
 
 def _stop(stop: str | list[str] | None) -> list[str]:
@@ -57,6 +60,12 @@ def _image(url: str, field: str) -> Part:
     return ImageInput(bytes_from_url(url, field=field), field=field)
 
 
+def _video(url: str, field: str) -> Part:
+    if not is_data_uri(url) and url.lower().startswith(("http://", "https://", "file://")):
+        return VideoURL(url, field=field)
+    return VideoInput(bytes_from_url(url, field=field), field=field)
+
+
 def _message(index: int, msg: p.ChatMessage) -> Message:
     role = "system" if msg.role == "developer" else msg.role
     parts: list[Part] = []
@@ -70,8 +79,13 @@ def _message(index: int, msg: p.ChatMessage) -> Message:
             elif isinstance(part, p.ImageContent):
                 url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
                 parts.append(_image(url, f"{field}.image_url"))
+            elif isinstance(part, p.VideoContent):
+                url = part.video_url if isinstance(part.video_url, str) else part.video_url.url
+                parts.append(_video(url, f"{field}.video_url"))
             else:
-                raise BadRequest("input_audio parts are not supported by this server yet", param=field)
+                audio_field = f"{field}.input_audio"
+                data = decode_base64(part.input_audio.data, field=audio_field)
+                parts.append(AudioInput(data, format=part.input_audio.format, field=audio_field))
     if role == "user" and not parts:
         raise BadRequest(f"messages[{index}] has no content", param=f"messages[{index}].content")
     return Message(role=role, parts=parts)

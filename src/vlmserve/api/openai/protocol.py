@@ -27,12 +27,28 @@ class ImageContent(_Lenient):
     image_url: ImageURL | str
 
 
+class InputAudioData(_Lenient):
+    data: str = Field(min_length=1)  # base64
+    format: Literal["wav", "mp3", "flac"] = "wav"
+
+
 class InputAudio(_Lenient):
     type: Literal["input_audio"]
-    input_audio: dict[str, Any]
+    input_audio: InputAudioData
 
 
-ContentPart = Annotated[TextContent | ImageContent | InputAudio, Field(discriminator="type")]
+class VideoURL(_Lenient):
+    url: str = Field(min_length=1)
+
+
+class VideoContent(_Lenient):
+    """vLLM's extension: a video as a data: URI or an http(s) URL; sampled into frames for the model."""
+
+    type: Literal["video_url"]
+    video_url: VideoURL | str
+
+
+ContentPart = Annotated[TextContent | ImageContent | InputAudio | VideoContent, Field(discriminator="type")]
 
 
 class ChatMessage(_Lenient):

@@ -1,0 +1,159 @@
+"""The outermost ASGI layer: request ids, API keys, per-key rate limits and request metrics.
+
+Per request: a RequestContext in a context var (the services note model, tokens, first token on it), the
+X-Request-ID header taken or made and returned on every response, then for non-exempt paths the Bearer key
+(401 missing/unknown, 403 wrong scope) and its limits (429 + Retry-After + x-ratelimit-* headers). No lock is
+held across an await; the key lookup is a dict get (see KeyRing).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vlmserve.api.state import AppState
+from vlmserve.context import RequestContext, current
+from vlmserve.errors import AuthenticationFailed, PermissionDenied, RateLimited, VlmServeError
+from vlmserve.security.guard import EXEMPT, Security, scope_of
+from vlmserve.security.keys import ApiKey, KeyRing, KeyStore
+from vlmserve.security.ratelimit import Limits, build_limiter
+
+log = logging.getLogger("vlmserve.access")
+ANONYMOUS = "anonymous"
+_ID_PREFIX = secrets.token_hex(8)  # request ids: random per process + a counter (no syscall per request)
+_ID_COUNTER = itertools.count(1)
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds `request_id` (the current request's X-Request-ID, or "-") to every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = current.get()
+        record.request_id = ctx.request_id if ctx is not None else "-"
+        return True
+
+
+def _surface(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "openai"
+    if path.startswith("/api/"):
+        return "ollama"
+    if path.startswith("/admin"):
+        return "admin"
+    return "simple"
+
+
+def _request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """(X-Request-ID, bearer token) from the raw headers."""
+    rid = token = None
+    for key, value in headers:
+        if key == b"x-request-id" and 0 < len(value) <= 200 and value.isascii():
+            rid = value.decode()
+        elif key == b"authorization" and value[:7].lower() == b"bearer ":
+            token = value[7:].strip().decode("latin-1")
+    return rid, token
+
+
+class Gateway:
+    def __init__(self, app: ASGIApp, error_response: Callable[[str, VlmServeError], Response]) -> None:
+        self.app = app
+        self.error_response = error_response
+
+    async def _guard(
+        self, security: Security, ctx: RequestContext, path: str, token: str | None, ticket: str
+    ) -> tuple[VlmServeError | None, str | None, Limits, list[tuple[bytes, bytes]]]:
+        """(refusal, limiter key once counted, limits, x-ratelimit headers) of a non-exempt request."""
+        key: ApiKey | None = None
+        if security.keys.enabled:
+            key = await security.keys.lookup(token) if token else None
+            if key is None:
+                message = "invalid API key" if token else "missing API key: send Authorization: Bearer <key>"
+                return AuthenticationFailed(message), None, Limits(), []
+            needed = scope_of(path)
+            if needed not in key.scopes:
+                denied = PermissionDenied(f"this API key lacks the '{needed}' scope", code="scope_denied")
+                return denied, None, Limits(), []
+            ctx.key_id = key.id
+            ctx.models = key.models
+        limits = security.limits_of(key)
+        if not limits.any:
+            return None, None, limits, []
+        limiter_key = key.id if key is not None else ANONYMOUS
+        decision = await security.limiter.acquire(limiter_key, limits, ticket)
+        headers = decision.headers(limits)
+        if not decision.allowed:
+            limited = RateLimited(f"rate limit reached: {decision.reason} per minute of this key"
+                                  if decision.reason != "concurrency" else "rate limit reached: requests in flight",
+                                  retry_after=decision.retry_after, code=f"rate_limit_{decision.reason}")  # fmt: skip
+            return limited, None, limits, headers
+        return None, limiter_key, limits, headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        rid, token = _request_id(scope["headers"])
+        ticket = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"  # unique across replicas, unlike a client's request id
+        ctx = RequestContext(rid or ticket, _surface(path), time.perf_counter_ns())
+        reset = current.set(ctx)
+        extra = [(b"x-request-id", ctx.request_id.encode())]
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        state = getattr(scope["app"].state, "vlm", None) if "app" in scope else None
+        security: Security | None = getattr(state, "security", None)
+        limiter_key: str | None = None
+        limits = Limits()
+        refusal: VlmServeError | None = None
+        try:
+            if security is not None and path not in EXEMPT:
+                try:
+                    refusal, limiter_key, limits, headers = await self._guard(security, ctx, path, token, ticket)
+                    extra.extend(headers)
+                except VlmServeError as exc:  # the limiter's store is unreachable (503)
+                    refusal = exc
+            if refusal is not None:
+                await self.error_response(path, refusal)(scope, receive, send_with_headers)
+            else:
+                await self.app(scope, receive, send_with_headers)
+        finally:
+            if status >= 400:
+                log.info("%s %s -> %d", scope["method"], path, status)
+            current.reset(reset)
+            if security is not None and limiter_key is not None:
+                await security.limiter.release(limiter_key, limits, ctx.tokens_in + ctx.tokens_out, ticket)
+            if state is not None:
+                state.metrics.observe(ctx, status, time.perf_counter_ns())
+                if ctx.error_type is not None:
+                    state.metrics.engine_errors.labels(ctx.error_type).inc()
+                if isinstance(refusal, RateLimited):
+                    state.metrics.rate_limited.labels(refusal.code or "").inc()
+
+
+async def open_security(state: AppState) -> Security:
+    """Build the key ring (config keys + the batch database's table), the limiter, and check the start rule."""
+    s = state.settings
+    store = KeyStore(state.jobs.store.db) if state.jobs is not None else None
+    ring = KeyRing(s, store)
+    await ring.refresh()
+    Security.check_start(s, ring)
+    ring.start()
+    limiter = build_limiter(s.redis_url)
+    defaults = Limits(s.rate_limit_rpm, s.rate_limit_tpm, s.rate_limit_concurrency)
+    security = Security(ring, store, limiter, defaults)
+    log.info("API keys %s; rate limits %s", "required" if ring.enabled else "off (no key configured)",
+             f"in {'Redis' if s.redis_url else 'process'}" if defaults.any or ring.enabled else "off")  # fmt: skip
+    return security

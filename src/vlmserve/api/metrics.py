@@ -1,0 +1,155 @@
+"""Prometheus metrics (GET /metrics). One registry per app. The gateway records each request into plain dicts
+and bisect histograms, exported by a collector at scrape time (no prometheus-client locks per request); what
+describes the scheduler (queues, loaded models, memory, loads/unloads) is read from it at scrape time too.
+Labels are bounded: surface, catalog model names ("" before a model is resolved), status codes, error types.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+from starlette.responses import Response
+
+from vlmserve.context import RequestContext
+
+if TYPE_CHECKING:
+    from vlmserve.api.state import AppState
+
+router = APIRouter(tags=["ops"])
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_BOUNDS = (*map(str, map(float, _LATENCY)), "+Inf")
+
+
+class _Histogram:
+    """A plain histogram (bisect + list increments: well under a microsecond). Only the event loop thread
+    touches it, the scrape included, so it needs no lock."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(_LATENCY) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(_LATENCY, value)] += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, total = [], 0
+        for bound, count in zip(_BOUNDS, self.counts, strict=True):
+            total += count
+            out.append((bound, float(total)))
+        return out
+
+
+@dataclass(slots=True)
+class _PerModel:
+    ttft: _Histogram = field(default_factory=_Histogram)
+    queue_wait: _Histogram = field(default_factory=_Histogram)
+    tokens_in: int = 0
+    tokens_out: int = 0
+
+
+class _RequestCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.m = metrics
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["surface", "model", "status"]
+        requests = CounterMetricFamily("vlmserve_requests", "HTTP requests", labels=labels)
+        latency = HistogramMetricFamily("vlmserve_request_seconds", "request latency", labels=labels)
+        for (surface, model, status), (count, hist) in list(self.m.requests.items()):
+            requests.add_metric([surface, model, str(status)], count[0])
+            latency.add_metric([surface, model, str(status)], hist.buckets(), hist.sum)
+        ttft = HistogramMetricFamily("vlmserve_time_to_first_token_seconds", "time to first token", labels=["model"])
+        wait = HistogramMetricFamily("vlmserve_queue_wait_seconds", "time waiting for the model's turn",
+                                     labels=["model"])  # fmt: skip
+        tokens = CounterMetricFamily("vlmserve_tokens", "tokens in (prompt) and out (completion)",
+                                     labels=["model", "direction"])  # fmt: skip
+        for model, per in list(self.m.per_model.items()):
+            ttft.add_metric([model], per.ttft.buckets(), per.ttft.sum)
+            wait.add_metric([model], per.queue_wait.buckets(), per.queue_wait.sum)
+            tokens.add_metric([model, "in"], per.tokens_in)
+            tokens.add_metric([model, "out"], per.tokens_out)
+        yield from (requests, latency, ttft, wait, tokens)
+
+
+class _SchedulerCollector(Collector):
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Any]:
+        scheduler = self.state.scheduler
+        depth = GaugeMetricFamily("vlmserve_queue_depth", "requests waiting per model", labels=["model"])
+        loaded = GaugeMetricFamily("vlmserve_model_loaded", "1 when the model is loaded", labels=["model"])
+        memory = GaugeMetricFamily("vlmserve_model_memory_bytes", "memory held per model", labels=["model"])
+        for runtime in scheduler.runtimes():
+            name = runtime.spec.name
+            depth.add_metric([name], scheduler.queued(name))
+            loaded.add_metric([name], 1.0 if runtime.state == "loaded" else 0.0)
+            held = (runtime.measured or runtime.need) if runtime.state != "unloaded" else 0
+            memory.add_metric([name], float(held or 0))
+        budget = GaugeMetricFamily("vlmserve_memory_budget_bytes", "memory budget of local models")
+        budget.add_metric([], scheduler.config.budget_bytes)
+        loads = CounterMetricFamily("vlmserve_model_loads", "model loads by reason", labels=["model", "reason"])
+        unloads = CounterMetricFamily("vlmserve_model_unloads", "model unloads by reason", labels=["model", "reason"])
+        for (kind, model, reason), count in list(scheduler.config.counters.items()):
+            target = loads if kind == "load" else unloads if kind == "unload" else None
+            if target is not None:
+                target.add_metric([model, reason], count)
+        yield from (depth, loaded, memory, budget, loads, unloads)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.requests: dict[tuple[str, str, int], tuple[list[int], _Histogram]] = {}
+        self.per_model: dict[str, _PerModel] = {}
+        r.register(_RequestCollector(self))
+        self.engine_errors = Counter("vlmserve_engine_errors", "failed requests by error type", ["type"], registry=r)
+        self.rate_limited = Counter("vlmserve_rate_limited", "requests refused by a rate limit", ["reason"],
+                                    registry=r)  # fmt: skip
+        self.batch_lines = Gauge("vlmserve_batch_lines", "batch lines by state", ["state"], registry=r)
+
+    def attach(self, state: AppState) -> None:
+        self.registry.register(_SchedulerCollector(state))
+
+    def observe(self, ctx: RequestContext, status: int, end_ns: int) -> None:
+        """One finished request: dict lookups and integer adds, a microsecond or so."""
+        label = (ctx.surface, ctx.model, status)
+        entry = self.requests.get(label)
+        if entry is None:
+            entry = self.requests[label] = ([0], _Histogram())
+        entry[0][0] += 1
+        entry[1].observe((end_ns - ctx.started_ns) / 1e9)
+        if not ctx.model:
+            return
+        per = self.per_model.get(ctx.model)
+        if per is None:
+            per = self.per_model[ctx.model] = _PerModel()
+        if ctx.first_token_ns is not None:
+            per.ttft.observe((ctx.first_token_ns - ctx.started_ns) / 1e9)
+        if ctx.queue_wait_ns is not None:
+            per.queue_wait.observe(ctx.queue_wait_ns / 1e9)
+        per.tokens_in += ctx.tokens_in
+        per.tokens_out += ctx.tokens_out
+
+    async def render(self, state: AppState) -> bytes:
+        if state.jobs is not None:
+            rows = await state.jobs.store.db.fetch("SELECT state, COUNT(*) AS n FROM vlm_batch_items GROUP BY state")
+            for row in rows:
+                self.batch_lines.labels(str(row["state"])).set(int(row["n"]))
+        return generate_latest(self.registry)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    state: AppState = request.app.state.vlm
+    return Response(await state.metrics.render(state), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,72 @@
+"""OpenAI /v1/audio/transcriptions: a multipart upload, transcribed by an audio-capable model.
+
+The upload becomes one chat request whose user message holds the audio, so it takes the same path as an
+`input_audio` chat part (capability check, media limits, scheduler, runner) and engines need no second
+protocol. `language` and `prompt` are accepted for compatibility; they are not passed to the engine yet.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, cast
+
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
+from starlette.responses import PlainTextResponse, Response
+
+from vlmserve.api.state import JSONBytes, client_of, state_of
+from vlmserve.domain.types import ChatRequest, Message, SamplingParams
+from vlmserve.errors import BadRequest
+from vlmserve.media.audio import prepare_audio_async
+
+router = APIRouter(prefix="/v1/audio", tags=["openai"])
+ResponseFormat = Literal["json", "text", "verbose_json"]
+_FORMATS: tuple[str, ...] = ("json", "text", "verbose_json")
+
+
+def _temperature(raw: str | None) -> float | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest("temperature must be a number", param="temperature") from None
+    if not 0 <= value <= 1:
+        raise BadRequest("temperature must be between 0 and 1", param="temperature")
+    return value
+
+
+def _body(text: str, fmt: ResponseFormat, duration: float, language: str | None) -> Response:
+    if fmt == "text":
+        return PlainTextResponse(text)
+    body: dict[str, Any] = {"text": text}
+    if fmt == "verbose_json":
+        body = {"task": "transcribe", "language": language or "", "duration": round(duration, 3), "text": text,
+                "segments": []}
+    return JSONBytes(body)
+
+
+@router.post("/transcriptions")
+async def transcriptions(request: Request) -> Response:
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BadRequest("send multipart/form-data with a 'file' field and a 'model' field", param="file")
+    form = await request.form()
+    fields = {k: v for k, v in form.items() if isinstance(v, str)}
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise BadRequest("a 'file' field with the audio is required", param="file")
+    fmt = fields.get("response_format") or "json"
+    if fmt not in _FORMATS:
+        raise BadRequest(f"response_format must be one of {', '.join(_FORMATS)}", param="response_format")
+    state = state_of(request)
+    media = state.chat.media
+    data = await upload.read()
+    # decoded here once: the duration is needed for verbose_json, and the pipeline passes AudioParts through
+    audio = await prepare_audio_async(data, media.audio, field="file")
+    domain = ChatRequest(
+        model=fields.get("model", ""),
+        messages=[Message(role="user", parts=[audio])],
+        sampling=SamplingParams(temperature=_temperature(fields.get("temperature"))),
+    )
+    domain.client = client_of(request, fields.get("user"))
+    result = await state.chat.collect(await state.chat.chat(domain))
+    return _body(result.text, cast(ResponseFormat, fmt), audio.duration, fields.get("language"))

@@ -1,0 +1,1 @@
+"""API keys (hashed, scoped, with a model allowlist) and per-key rate limits."""

@@ -1,0 +1,63 @@
+"""What the gateway asks of the security layer: which scope a path needs, whether it is open to all, and the
+limits of a key. `Security` bundles the key ring, the key table and the limiter built at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from vlmserve.config import Settings
+from vlmserve.security.keys import ApiKey, KeyRing, KeyStore
+from vlmserve.security.ratelimit import Limiter, Limits
+
+# no key needed: liveness, version and API docs
+EXEMPT = frozenset({"/", "/health", "/api/version", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+_BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/analyze/async", "/job/")
+
+
+def scope_of(path: str) -> str:
+    if path.startswith("/admin/") or path == "/admin" or path == "/metrics":
+        return "admin"
+    if path.startswith(_BATCH_PREFIXES):
+        return "batch"
+    return "inference"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Security:
+    keys: KeyRing
+    store: KeyStore | None
+    limiter: Limiter
+    defaults: Limits
+
+    @classmethod
+    def check_start(cls, settings: Settings, keys: KeyRing) -> None:
+        """Refuse to serve a non-loopback address with no API key, unless explicitly allowed."""
+        if not is_loopback(settings.host) and not keys.enabled and not settings.allow_unauthenticated:
+            raise RuntimeError(
+                f"refusing to serve {settings.host} without API keys: create one (`vlmserve keys create`), "
+                "set api_keys, or set allow_unauthenticated: true"
+            )
+
+    def limits_of(self, key: ApiKey | None) -> Limits:
+        if key is None:
+            return self.defaults
+        d = self.defaults
+        return Limits(
+            rpm=d.rpm if key.rpm is None else key.rpm,
+            tpm=d.tpm if key.tpm is None else key.tpm,
+            concurrency=d.concurrency if key.concurrency is None else key.concurrency,
+        )
+
+    async def close(self) -> None:
+        await self.keys.close()
+        await self.limiter.close()
