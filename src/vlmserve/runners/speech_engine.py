@@ -18,7 +18,7 @@ from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import AudioInput, AudioPart, ChatChunk, FinishReason, Message, SamplingParams, Usage
 from vlmserve.errors import BadRequest
 from vlmserve.media.audio import SAMPLE_RATE, AudioLimits, Samples, decode_audio
-from vlmserve.runners.transformers_engine import DEFAULT_MAX_TOKENS, pick_device, pick_dtype_name
+from vlmserve.runners.transformers_engine import DEFAULT_MAX_TOKENS, torch_placement
 
 # the gateway already enforced the configured limits; this only guards the runner against nonsense
 _RUNNER_LIMITS = AudioLimits(max_bytes=2**31, max_seconds=24 * 3600.0)
@@ -49,19 +49,11 @@ def audio_of(messages: list[Message]) -> list[Samples]:
 
 class SpeechEngine:
     def __init__(self, spec: ModelSpec, *, threads: int | None) -> None:
-        import torch
         import transformers
 
         tf: Any = transformers  # transformers is only partly typed
-        if not spec.path or not os.path.isdir(spec.path):
-            raise SystemExit(f"transformers model folder not found: {spec.path}")
-        n_threads = spec.threads or threads
-        if n_threads:
-            torch.set_num_threads(n_threads)
         self.spec = spec
-        self.device = pick_device(spec.device, torch.cuda.is_available())
-        bf16_ok = self.device == "cuda" and torch.cuda.is_bf16_supported()
-        self.dtype = getattr(torch, pick_dtype_name(spec.dtype, self.device, bf16_ok))
+        self.device, self.dtype = torch_placement(spec, threads)
         self.processor: Any = tf.AutoProcessor.from_pretrained(spec.path)
         model: Any = tf.AutoModelForSpeechSeq2Seq.from_pretrained(spec.path, dtype=self.dtype)
         self.model: Any = model.to(self.device).eval()

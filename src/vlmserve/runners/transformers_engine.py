@@ -85,23 +85,29 @@ class _StopBuffer:
         return out
 
 
+def torch_placement(spec: ModelSpec, threads: int | None) -> tuple[str, Any]:
+    """Check the model folder, set torch's threads, and pick (device, dtype) for `spec`."""
+    import torch
+
+    if not spec.path or not os.path.isdir(spec.path):
+        raise SystemExit(f"transformers model folder not found: {spec.path}")
+    n_threads = spec.threads or threads
+    if n_threads:
+        torch.set_num_threads(n_threads)
+    device = pick_device(spec.device, torch.cuda.is_available())
+    bf16_ok = device == "cuda" and torch.cuda.is_bf16_supported()
+    return device, getattr(torch, pick_dtype_name(spec.dtype, device, bf16_ok))
+
+
 class TransformersEngine:
     def __init__(self, spec: ModelSpec, *, threads: int | None) -> None:
-        import torch
         import transformers
         from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
         tf: Any = transformers  # transformers is only partly typed
 
-        if not spec.path or not os.path.isdir(spec.path):
-            raise SystemExit(f"transformers model folder not found: {spec.path}")
-        n_threads = spec.threads or threads
-        if n_threads:
-            torch.set_num_threads(n_threads)
         self.spec = spec
-        self.device = pick_device(spec.device, torch.cuda.is_available())
-        bf16_ok = self.device == "cuda" and torch.cuda.is_bf16_supported()
-        self.dtype = getattr(torch, pick_dtype_name(spec.dtype, self.device, bf16_ok))
+        self.device, self.dtype = torch_placement(spec, threads)
         kwargs: dict[str, Any] = {"dtype": self.dtype}
         quantized = spec.quantization != "none"
         if quantized:
