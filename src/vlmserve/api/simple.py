@@ -11,9 +11,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from vlmserve.api.forms import multipart_file
 from vlmserve.api.state import JSONBytes, state_of
 from vlmserve.domain.types import ChatRequest, ImageInput, Message, SamplingParams, TextPart
 from vlmserve.errors import BadRequest
@@ -50,19 +50,11 @@ async def _ask(
 
 
 async def _form_image(request: Request, *names: str) -> tuple[bytes, dict[str, str]]:
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise BadRequest("send multipart/form-data with an image file field", param=names[0])
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    for name in names:
-        upload = form.get(name)
-        if isinstance(upload, UploadFile):
-            data = await upload.read()
-            if not data:
-                raise BadRequest(f"the '{name}' file is empty", param=name)
-            return data, fields
-    raise BadRequest(f"missing image file field '{names[0]}'", param=names[0])
+    name, upload, fields = await multipart_file(request, names, "an image file field")
+    data = await upload.read()
+    if not data:
+        raise BadRequest(f"the '{name}' file is empty", param=name)
+    return data, fields
 
 
 def _int_field(fields: dict[str, str], name: str) -> int | None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Literal, cast
 
 from fastapi import APIRouter, Request
-from starlette.datastructures import UploadFile
 from starlette.responses import PlainTextResponse, Response
 
+from vlmserve.api.forms import multipart_file
 from vlmserve.api.state import JSONBytes, client_of, state_of
 from vlmserve.domain.types import ChatRequest, Message, SamplingParams
 from vlmserve.errors import BadRequest
@@ -47,13 +47,7 @@ def _body(text: str, fmt: ResponseFormat, duration: float, language: str | None)
 
 @router.post("/transcriptions")
 async def transcriptions(request: Request) -> Response:
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise BadRequest("send multipart/form-data with a 'file' field and a 'model' field", param="file")
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise BadRequest("a 'file' field with the audio is required", param="file")
+    _, upload, fields = await multipart_file(request, ("file",), "a 'file' field with the audio and a 'model' field")
     fmt = fields.get("response_format") or "json"
     if fmt not in _FORMATS:
         raise BadRequest(f"response_format must be one of {', '.join(_FORMATS)}", param="response_format")

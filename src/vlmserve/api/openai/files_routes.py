@@ -6,9 +6,9 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from vlmserve.api.forms import multipart_file
 from vlmserve.api.openai import adapter
 from vlmserve.api.state import JSONBytes, state_of
 from vlmserve.errors import BadRequest, ModelNotFound, PayloadTooLarge, Unavailable
@@ -70,13 +70,7 @@ async def get_file_row(jobs: JobsRuntime, file_id: str) -> dict[str, Any]:
 @router.post("/files")
 async def upload_file(request: Request) -> Response:
     jobs = jobs_of(request)
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise BadRequest("send multipart/form-data with a 'file' field and a 'purpose' field", param="file")
-    form = await request.form()
-    fields = {k: v for k, v in form.items() if isinstance(v, str)}
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise BadRequest("missing file field 'file'", param="file")
+    _, upload, fields = await multipart_file(request, ("file",), "a 'file' field and a 'purpose' field")
     purpose = fields.get("purpose")
     if purpose not in FILE_PURPOSES:
         raise BadRequest(f"purpose must be one of {', '.join(FILE_PURPOSES)}", param="purpose")

@@ -1,0 +1,23 @@
+"""Multipart uploads, read the same way by every endpoint that takes a file (/process, /v1/files, audio)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from vlmserve.errors import BadRequest
+
+
+async def multipart_file(
+    request: Request, names: tuple[str, ...], what: str
+) -> tuple[str, UploadFile, dict[str, str]]:
+    """(field name, file) of the first of `names` present as a file, and the form's text fields; 400 otherwise."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise BadRequest(f"send multipart/form-data with {what}", param=names[0])
+    form = await request.form()
+    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    for name in names:
+        upload = form.get(name)
+        if isinstance(upload, UploadFile):
+            return name, upload, fields
+    raise BadRequest(f"missing file field '{names[0]}' ({what})", param=names[0])
