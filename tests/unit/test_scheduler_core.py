@@ -88,6 +88,12 @@ def make(
     return sched
 
 
+async def hold(sched: Scheduler, release: asyncio.Event) -> None:
+    """A request that keeps its slot until `release` is set."""
+    async with sched.lease(SPEC):
+        await release.wait()
+
+
 async def settle() -> None:
     for _ in range(5):
         await asyncio.sleep(0.01)
@@ -145,13 +151,10 @@ async def test_full_queue_is_overloaded_with_retry_after() -> None:
     sched = make(max_queue=2)
     release = asyncio.Event()
 
-    async def hold() -> None:
-        async with sched.lease(SPEC):
-            await release.wait()
 
-    holders = [asyncio.create_task(hold())]
+    holders = [asyncio.create_task(hold(sched, release))]
     await settle()  # the first one runs ...
-    holders += [asyncio.create_task(hold()) for _ in range(2)]  # ... and two wait: the queue is full
+    holders += [asyncio.create_task(hold(sched, release)) for _ in range(2)]  # ... and two wait: the queue is full
     await settle()
     with pytest.raises(Overloaded) as info:
         async with sched.lease(SPEC):
@@ -166,13 +169,10 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     sched = make(max_queue=1)
     release = asyncio.Event()
 
-    async def hold() -> None:
-        async with sched.lease(SPEC):
-            await release.wait()
 
-    running = asyncio.create_task(hold())
+    running = asyncio.create_task(hold(sched, release))
     await settle()
-    waiter = asyncio.create_task(hold())
+    waiter = asyncio.create_task(hold(sched, release))
     await settle()
     assert sched.queued("m") == 1
     waiter.cancel()
@@ -187,11 +187,8 @@ async def test_queue_timeout_is_503() -> None:
     sched = make(queue_timeout=0.05)
     release = asyncio.Event()
 
-    async def hold() -> None:
-        async with sched.lease(SPEC):
-            await release.wait()
 
-    running = asyncio.create_task(hold())
+    running = asyncio.create_task(hold(sched, release))
     await settle()
     with pytest.raises(Unavailable, match="timed out"):
         async with sched.lease(SPEC):
@@ -240,13 +237,10 @@ async def test_waiter_cancelled_before_admission_takes_no_slot(scheduler: Schedu
         pass  # loaded
     release = asyncio.Event()
 
-    async def hold() -> None:
-        async with scheduler.lease(SPEC):
-            await release.wait()
 
-    running = asyncio.create_task(hold())
+    running = asyncio.create_task(hold(scheduler, release))
     await settle()
-    doomed = asyncio.create_task(hold())
+    doomed = asyncio.create_task(hold(scheduler, release))
     await settle()
     doomed.cancel()  # its Leave and the Admit that the release triggers race in the same step
     release.set()
