@@ -10,7 +10,9 @@ own wire format exactly once (api/openai/errors.py, api/ollama/errors.py). `stat
     │   └── InvalidMedia (400)            image bytes that are not a supported, intact image
     ├── AuthenticationFailed (401 authentication_error)  missing or unknown API key
     ├── PermissionDenied (403 permission_error)  the key lacks the route's scope or the model
-    ├── ModelNotFound (404 not_found_error)
+    ├── NotFound (404 not_found_error)    a file, batch, job, key or route that does not exist
+    │   └── ModelNotFound (404)
+    ├── Conflict (409 invalid_request_error)  the object's state does not allow it (cancel a finished batch)
     ├── PayloadTooLarge (413 invalid_request_error)
     ├── Overloaded (429 rate_limit_error)  queue full; carries retry_after seconds
     ├── RateLimited (429 rate_limit_error)  the API key's requests/tokens per minute or concurrency
@@ -61,10 +63,20 @@ class PermissionDenied(VlmServeError):
     code = "permission_denied"
 
 
-class ModelNotFound(VlmServeError):
+class NotFound(VlmServeError):
     status = 404
     type = "not_found_error"
+    code = "not_found"
+
+
+class ModelNotFound(NotFound):
     code = "model_not_found"
+
+
+class Conflict(VlmServeError):
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
 
 
 class PayloadTooLarge(VlmServeError):

@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from vlmserve.api.state import JSONBytes, state_of
 from vlmserve.config import Scope
-from vlmserve.errors import BadRequest, ModelNotFound
+from vlmserve.errors import BadRequest, NotFound
 from vlmserve.security.guard import Security
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
@@ -56,6 +56,6 @@ async def revoke_key(key_id: str, request: Request) -> Response:
     security = _security(request)
     assert security.store is not None
     if not await security.store.revoke(key_id):
-        raise ModelNotFound(f"no active API key {key_id}", code="key_not_found")
+        raise NotFound(f"no active API key {key_id}", code="key_not_found")
     security.keys.forget(key_id)
     return JSONBytes({"id": key_id, "revoked": True})

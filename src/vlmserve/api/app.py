@@ -28,7 +28,7 @@ from vlmserve.api.state import AppState, JSONBytes
 from vlmserve.backends.registry import build_backend
 from vlmserve.config import Settings
 from vlmserve.context import note_error
-from vlmserve.errors import BadRequest, ModelNotFound, PayloadTooLarge, VlmServeError
+from vlmserve.errors import BadRequest, NotFound, PayloadTooLarge, VlmServeError
 from vlmserve.media.pipeline import MediaPipeline
 from vlmserve.scheduler.core import Scheduler
 from vlmserve.scheduler.memory import default_budget_bytes
@@ -164,7 +164,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
     async def on_http(request: Request, exc: HTTPException) -> Response:
         error: VlmServeError
         if exc.status_code == 404:
-            error = ModelNotFound(f"no route {request.method} {request.url.path}", code="not_found")
+            error = NotFound(f"no route {request.method} {request.url.path}")
         else:
             error = VlmServeError(str(exc.detail))
             error.status = exc.status_code

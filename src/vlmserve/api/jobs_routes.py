@@ -15,7 +15,7 @@ from starlette.responses import Response
 from vlmserve.api.openai.files_routes import jobs_of
 from vlmserve.api.simple import AnalyzeRequest
 from vlmserve.api.state import JSONBytes
-from vlmserve.errors import ModelNotFound
+from vlmserve.errors import NotFound
 from vlmserve.media.images import decode_base64
 
 router = APIRouter(tags=["jobs"])
@@ -51,5 +51,5 @@ async def analyze_async(body: AnalyzeRequest, request: Request) -> Response:
 async def get_job(job_id: str, request: Request) -> Response:
     row = await jobs_of(request).store.get_job(job_id)
     if row is None:
-        raise ModelNotFound(f"no job with id '{job_id}'", param="job_id", code="not_found")
+        raise NotFound(f"no job with id '{job_id}'", param="job_id")
     return JSONBytes(job_object(row))

@@ -13,7 +13,7 @@ from vlmserve.api.openai import adapter
 from vlmserve.api.openai.files_routes import get_file_row, jobs_of
 from vlmserve.api.state import JSONBytes
 from vlmserve.domain.duration import parse_duration
-from vlmserve.errors import BadRequest, ModelNotFound
+from vlmserve.errors import BadRequest, Conflict, NotFound
 from vlmserve.jobs.model import ENDPOINTS, BatchStatus, ItemState
 from vlmserve.jobs.runtime import JobsRuntime
 
@@ -68,7 +68,7 @@ def batch_object(row: dict[str, Any], counts: dict[str, tuple[int, int, int]]) -
 async def _render(jobs: JobsRuntime, batch_id: str) -> dict[str, Any]:
     row = await jobs.store.get_batch(batch_id)
     if row is None:
-        raise ModelNotFound(f"no batch with id '{batch_id}'", param="batch_id", code="not_found")
+        raise NotFound(f"no batch with id '{batch_id}'", param="batch_id")
     return batch_object(row, await jobs.store.batch_counts(batch_id))
 
 
@@ -123,6 +123,4 @@ async def cancel_batch(batch_id: str, request: Request) -> Response:
         return JSONBytes(await _render(jobs, batch_id))
     if current["status"] in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):
         return JSONBytes(current)
-    error = BadRequest(f"batch {batch_id} is {current['status']} and can no longer be cancelled", code="conflict")
-    error.status = 409
-    raise error
+    raise Conflict(f"batch {batch_id} is {current['status']} and can no longer be cancelled")

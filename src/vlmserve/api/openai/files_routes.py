@@ -11,7 +11,7 @@ from starlette.responses import Response
 from vlmserve.api.forms import multipart_file
 from vlmserve.api.openai import adapter
 from vlmserve.api.state import JSONBytes, state_of
-from vlmserve.errors import BadRequest, ModelNotFound, PayloadTooLarge, Unavailable
+from vlmserve.errors import BadRequest, NotFound, PayloadTooLarge, Unavailable
 from vlmserve.jobs.model import FILE_PURPOSES
 from vlmserve.jobs.runtime import JobsRuntime
 from vlmserve.jobs.validate import count_lines
@@ -63,7 +63,7 @@ def _expires_at(fields: dict[str, str]) -> float | None:
 async def get_file_row(jobs: JobsRuntime, file_id: str) -> dict[str, Any]:
     row = await jobs.store.get_file(file_id)
     if row is None:
-        raise ModelNotFound(f"no file with id '{file_id}'", param="file_id", code="not_found")
+        raise NotFound(f"no file with id '{file_id}'", param="file_id")
     return row
 
 
