@@ -17,11 +17,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +29,12 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from fake_upstreams import upstream_process  # noqa: E402
 from server_process import running_server  # noqa: E402
 
 
-@contextlib.contextmanager
-def fake_engine(latency: float) -> Iterator[str]:
-    script = ROOT / "tests" / "fake_upstreams.py"
-    cmd = [sys.executable, str(script), "--tokens", "4", "--initial-delay", str(latency)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"fake engine did not start: {line!r}")
-        yield line.split(" ", 1)[1]
-    finally:
-        proc.terminate()
-        proc.wait(10)
+def fake_engine(latency: float) -> contextlib.AbstractContextManager[str]:
+    return upstream_process("--tokens", "4", "--initial-delay", str(latency))
 
 
 def _body(i: int) -> dict[str, Any]:

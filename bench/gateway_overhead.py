@@ -28,11 +28,8 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +39,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from fake_upstreams import upstream_process  # noqa: E402
 from server_process import running_server  # noqa: E402
 
 STREAM_TOKENS = 50
@@ -60,26 +58,8 @@ class Load:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
 
 
-@contextmanager
-def fake_upstream_process() -> Iterator[str]:
-    script = ROOT / "tests" / "fake_upstreams.py"
-    cmd = [sys.executable, str(script), "--instant", "--tokens", str(STREAM_TOKENS)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        if not line.startswith("READY "):
-            raise RuntimeError(f"fake upstream did not start: {line!r}")
-        yield line.split(" ", 1)[1]
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+def fake_upstream_process() -> contextlib.AbstractContextManager[str]:
+    return upstream_process("--instant", "--tokens", str(STREAM_TOKENS))
 
 
 class RawConnection:

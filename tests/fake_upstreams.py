@@ -16,10 +16,11 @@ import asyncio
 import contextlib
 import hashlib
 import signal
+import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -375,6 +376,27 @@ def _head(answer: _Answer, keep_alive: bool, length: int | None) -> bytes:
     lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
     lines += [f"{k}: {v}" for k, v in answer.headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+@contextlib.contextmanager
+def upstream_process(*args: str) -> Iterator[str]:
+    """This module run as its own process (`args` are its CLI flags); yields its URL, stops it on exit."""
+    proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        if not line.startswith("READY "):
+            raise RuntimeError(f"fake upstream did not start: {line!r}")
+        yield line.split(" ", 1)[1]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def main(argv: list[str] | None = None) -> int:
