@@ -7,6 +7,8 @@ OpenAI `POST /v1/chat/completions|completions|embeddings` (SSE or JSON), `GET /v
 Ollama `POST /api/chat|generate` (NDJSON or JSON), `POST /api/embed`, `GET /api/version`, `GET /api/tags`.
 `behaviour` (mutable) sets token count, delays, an error status and `instant` mode; request bodies are recorded
 (`last_body(path)`) and streams counted (started / completed / cancelled because the client went away).
+Flaky mode (`fault_rate`, `--fault-rate`): that fraction of inference requests, drawn at random, gets one of
+`faults`: "reset" (the connection is dropped unanswered), "500", or "stall" (silence until the client leaves).
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import random
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 
@@ -38,6 +42,10 @@ class Behaviour:
     error_status: int | None = None  # answer every inference request with this status
     instant: bool = False  # no delays; whole stream bodies in one write (benchmark mode)
     embedding_dim: int = 8
+    fault_rate: float = 0.0  # fraction of inference requests that get one of `faults` (at random)
+    faults: tuple[str, ...] = ("reset", "500", "stall")
+    stall_seconds: float = 30.0  # a "stall" keeps silent this long unless the client leaves first
+    seed: int | None = None  # for the fault draws
 
 
 @dataclass
@@ -81,6 +89,8 @@ class FakeUpstream:
         self.requests: list[Recorded] = []
         self.streams_started = self.streams_completed = self.streams_cancelled = 0
         self.connections = 0  # TCP connections accepted (keep-alive reuse shows as fewer than requests)
+        self.faults_injected: Counter[str] = Counter()
+        self._rng = random.Random(self.behaviour.seed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Future[None] | None = None
@@ -96,6 +106,8 @@ class FakeUpstream:
         self.behaviour = behaviour or Behaviour()
         self.requests.clear()
         self.streams_started = self.streams_completed = self.streams_cancelled = self.connections = 0
+        self.faults_injected.clear()
+        self._rng = random.Random(self.behaviour.seed)
 
     def last_body(self, path: str) -> Body:
         for rec in reversed(self.requests):
@@ -180,7 +192,12 @@ class FakeUpstream:
         watch: asyncio.Future[bytes] | None = None
         answer_task: asyncio.Future[_Answer] | None = None
         try:
-            if self.behaviour.initial_delay and not self.behaviour.instant:
+            fault = self._fault(method, path)
+            if fault in ("reset", "stall"):
+                await self._break(fault, reader, writer)
+            if fault == "500":
+                answer = self._error(path, 500)
+            elif self.behaviour.initial_delay and not self.behaviour.instant:
                 answer_task = asyncio.ensure_future(self._answer(method, path, body))
                 watch = asyncio.ensure_future(reader.read(1))  # EOF here = the client went away
                 await asyncio.wait({answer_task, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -203,6 +220,21 @@ class FakeUpstream:
                     pending.cancel()
                     with contextlib.suppress(asyncio.CancelledError, ConnectionError):
                         await pending
+
+    def _fault(self, method: str, path: str) -> str | None:
+        b = self.behaviour
+        if method != "POST" or not b.fault_rate or self._rng.random() >= b.fault_rate:
+            return None
+        fault = self._rng.choice(b.faults)
+        self.faults_injected[fault] += 1
+        return fault
+
+    async def _break(self, fault: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> NoReturn:
+        if fault == "stall":  # the client's read timeout ends it: it closes the connection
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(1), self.behaviour.stall_seconds)
+        writer.transport.abort()
+        raise _Disconnected
 
     async def _write_stream(
         self, pieces: AsyncIterator[bytes], writer: asyncio.StreamWriter, watch: asyncio.Future[bytes]
@@ -407,10 +439,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-delay", type=float, default=0.0)
     parser.add_argument("--initial-delay", type=float, default=0.0, help="seconds before every inference answer")
     parser.add_argument("--instant", action="store_true")
+    parser.add_argument("--fault-rate", type=float, default=0.0, help="fraction of inference requests that fail")
+    parser.add_argument("--faults", default="reset,500,stall", help="comma-separated: reset, 500, stall")
+    parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     behaviour = Behaviour(
-        tokens=args.tokens, token_delay=args.token_delay, initial_delay=args.initial_delay, instant=args.instant
-    )
+        tokens=args.tokens, token_delay=args.token_delay, initial_delay=args.initial_delay, instant=args.instant,
+        fault_rate=args.fault_rate, faults=tuple(args.faults.split(",")), seed=args.seed,
+    )  # fmt: skip
     fake = FakeUpstream(behaviour, port=args.port)
 
     async def run() -> None:

@@ -6,7 +6,9 @@ Labels are bounded: surface, catalog model names ("" before a model is resolved)
 
 from __future__ import annotations
 
+import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,7 +19,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
+from vlmserve.backends.pool import PoolBackend
 from vlmserve.context import RequestContext
+from vlmserve.service.fallback import FallbackCounts
 
 if TYPE_CHECKING:
     from vlmserve.api.state import AppState
@@ -107,8 +111,67 @@ class _SchedulerCollector(Collector):
         yield from (depth, loaded, memory, budget, loads, unloads)
 
 
+class _PoolCollector(Collector):
+    """Engine pools (backends/pool.py) and fallbacks (service/fallback.py), read from them at scrape time."""
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Any]:
+        labels = ["model", "replica"]
+        healthy = GaugeMetricFamily("vlmserve_replica_healthy", "1 when a replica takes traffic, 0 while it cools down",
+                                    labels=labels)  # fmt: skip
+        busy = GaugeMetricFamily("vlmserve_replica_in_flight", "requests in flight per replica", labels=labels)
+        attempts = CounterMetricFamily("vlmserve_replica_attempts", "attempts per replica by outcome",
+                                       labels=[*labels, "outcome"])  # fmt: skip
+        cooldowns = CounterMetricFamily("vlmserve_replica_cooldowns", "times a replica was cooled down", labels=labels)
+        retries = CounterMetricFamily("vlmserve_engine_retries", "retries by the error that caused them",
+                                      labels=["model", "type"])  # fmt: skip
+        for runtime in self.state.scheduler.runtimes():
+            pool, name = runtime.backend, runtime.spec.name
+            if not isinstance(pool, PoolBackend):
+                continue
+            for replica in pool.replicas:
+                healthy.add_metric([name, replica.url], 1.0 if pool.is_up(replica) else 0.0)
+                busy.add_metric([name, replica.url], replica.in_flight)
+                attempts.add_metric([name, replica.url, "ok"], replica.answered)
+                attempts.add_metric([name, replica.url, "failed"], replica.failed)
+                cooldowns.add_metric([name, replica.url], replica.cooldowns)
+            for error_type, count in list(pool.retries.items()):
+                retries.add_metric([name, error_type], count)
+        fallbacks = CounterMetricFamily("vlmserve_fallbacks", "requests answered by a fallback model",
+                                        labels=["model", "fallback"])  # fmt: skip
+        services = (getattr(self.state, "chat", None), getattr(self.state, "embed", None))  # None in partial states
+        counts = sum((service.fallbacks for service in services if service is not None), FallbackCounts())
+        for (model, fallback), count in counts.items():
+            fallbacks.add_metric([model, fallback], count)
+        yield from (healthy, busy, attempts, cooldowns, retries, fallbacks)
+
+
+RECENT_REQUESTS = 50
+# not kept in the recent-requests list: the status page's own polling, liveness probes and pages would crowd it
+_NOT_RECENT = ("/ui", "/admin/status", "/metrics", "/health", "/docs", "/redoc", "/openapi.json")
+
+
+@dataclass(frozen=True, slots=True)
+class RecentRequest:
+    """One finished request as the status page lists it: route, model, outcome and counts, never a body."""
+
+    ended_at: float  # epoch seconds
+    method: str
+    path: str
+    surface: str
+    model: str
+    status: int
+    duration_ms: float
+    first_token_ms: float | None
+    tokens_in: int
+    tokens_out: int
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.recent: deque[RecentRequest] = deque(maxlen=RECENT_REQUESTS)
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests: dict[tuple[str, str, int], tuple[list[int], _Histogram]] = {}
         self.per_model: dict[str, _PerModel] = {}
@@ -120,6 +183,7 @@ class Metrics:
 
     def attach(self, state: AppState) -> None:
         self.registry.register(_SchedulerCollector(state))
+        self.registry.register(_PoolCollector(state))
 
     def observe(self, ctx: RequestContext, status: int, end_ns: int) -> None:
         """One finished request: dict lookups and integer adds, a microsecond or so."""
@@ -140,6 +204,15 @@ class Metrics:
             per.queue_wait.observe(ctx.queue_wait_ns / 1e9)
         per.tokens_in += ctx.tokens_in
         per.tokens_out += ctx.tokens_out
+
+    def remember(self, ctx: RequestContext, method: str, path: str, status: int, end_ns: int) -> None:
+        """Keep the request in the bounded recent list (GET /admin/status); a deque append, no lock needed."""
+        if path == "/" or path.startswith(_NOT_RECENT):
+            return
+        first = None if ctx.first_token_ns is None else round((ctx.first_token_ns - ctx.started_ns) / 1e6, 1)
+        self.recent.append(RecentRequest(time.time(), method, path, ctx.surface, ctx.model, status,
+                                         round((end_ns - ctx.started_ns) / 1e6, 1), first, ctx.tokens_in,
+                                         ctx.tokens_out))  # fmt: skip
 
     async def render(self, state: AppState) -> bytes:
         if state.jobs is not None:

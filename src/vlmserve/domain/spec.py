@@ -50,43 +50,51 @@ class SamplingDefaults(BaseModel):
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1)
-    engine: EngineKind
-    description: str = ""
-    aliases: list[str] = Field(default_factory=list)
-    capabilities: list[Capability] = Field(default_factory=list)
-    family: str = ""
+    name: str = Field(min_length=1)  # what clients send as `model`
+    engine: EngineKind  # which engine runs it (see docs/architecture.md, Runners)
+    description: str = ""  # shown by /api/show
+    aliases: list[str] = Field(default_factory=list)  # more names for the same model
+    capabilities: list[Capability] = Field(default_factory=list)  # default: by engine
+    family: str = ""  # model family reported by /api/tags and /api/show
     # local files
     path: str | None = None  # GGUF file, HF folder or ONNX file
     mmproj: str | None = None  # llama.cpp multimodal projector (GGUF): enables vision
     tokenizer: str | None = None  # tokenizer.json for onnx-embed
-    chat_template: str | None = None
+    chat_template: str | None = None  # Jinja chat template overriding the model's own
     # runner / engine options
-    context_size: int = 4096
+    context_size: int = 4096  # tokens of context per request slot
     parallel: int = 1  # requests at once; remote engines default to REMOTE_PARALLEL (they queue themselves)
-    threads: int | None = None
-    gpu_layers: int = -1
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    quantization: Literal["none", "8bit", "4bit"] = "none"
+    threads: int | None = None  # CPU threads (default: the server's `threads`, else all cores)
+    gpu_layers: int = -1  # llama.cpp layers offloaded to the GPU (-1: all)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # transformers: CUDA when present
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # transformers weights
+    quantization: Literal["none", "8bit", "4bit"] = "none"  # transformers: bitsandbytes on CUDA
     # remote engines
-    url: str | None = None
+    url: str | None = None  # remote engine address (OpenAI-compatible: the /v1 base)
     remote_model: str | None = None  # the model's name on the remote engine (default: name)
-    api_key: str | None = None
-    connect_timeout: float = 5.0
-    read_timeout: float = 300.0
+    api_key: str | None = None  # Bearer key sent to the remote engine
+    connect_timeout: float = 5.0  # seconds to connect to the remote engine
+    read_timeout: float = 300.0  # seconds the remote engine may go silent (504 beyond)
+    # engine pools (docs/engines.md): more upstreams of the same remote model, retried and health-checked
+    replicas: list[str] = Field(default_factory=list)  # URLs besides `url` (`url` may be left out)
+    max_retries: int = Field(default=4, ge=0)  # attempts after the first, only before any byte was streamed
+    retry_backoff: float = Field(default=0.05, ge=0)  # seconds before the first retry; doubles, with jitter
+    cooldown: float = Field(default=10.0, ge=0)  # seconds a failing replica is left out
+    health_interval: float = Field(default=10.0, gt=0)  # seconds between active probes of every replica
+    failures_to_cooldown: int = Field(default=3, ge=1)  # consecutive failures that cool a replica down
+    fallbacks: list[str] = Field(default_factory=list)  # catalog models tried in order when this one fails
     # pipelines
-    ocr_model: str | None = None
-    chat_model: str | None = None
+    ocr_model: str | None = None  # ocr-chat: the model that reads the images
+    chat_model: str | None = None  # ocr-chat: the model that answers
     # behaviour
-    defaults: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    defaults: SamplingDefaults = Field(default_factory=SamplingDefaults)  # see "sampling defaults"
     keep_alive: float | None = None  # seconds; None = server default
     pin: bool = False  # evicted last, never by keep-alive
     priority: int = 0  # among unpinned models, lower priority is evicted first
     memory_mb: int | None = None  # what loading takes, when you know better than the estimate
     max_image_side: int = 1024  # images are shrunk so that their longer side is at most this
     max_image_pixels: int | None = None  # and, when set, to at most this many pixels
-    max_images: int = 8
+    max_images: int = 8  # images per request for this model
 
     @model_validator(mode="before")
     @classmethod
@@ -104,8 +112,14 @@ class ModelSpec(BaseModel):
             self.capabilities = caps
         if self.engine in _NEEDS_PATH and not self.path:
             raise ValueError(f"model {self.name!r}: engine {self.engine} needs `path`")
+        if self.replicas and self.engine not in ("ollama", "openai"):
+            raise ValueError(f"model {self.name!r}: `replicas` needs a remote engine (ollama or openai)")
+        if self.url is None and self.replicas:
+            self.url, self.replicas = self.replicas[0], self.replicas[1:]
         if self.engine in ("ollama", "openai") and not self.url:
-            raise ValueError(f"model {self.name!r}: engine {self.engine} needs `url`")
+            raise ValueError(f"model {self.name!r}: engine {self.engine} needs `url` or `replicas`")
+        if self.name in self.fallbacks or len(set(self.fallbacks)) != len(self.fallbacks):
+            raise ValueError(f"model {self.name!r}: `fallbacks` must name other models, each once")
         if self.engine == "ocr-chat" and not (self.ocr_model and self.chat_model):
             raise ValueError(f"model {self.name!r}: engine ocr-chat needs `ocr_model` and `chat_model`")
         if self.parallel < 1:
@@ -118,3 +132,8 @@ class ModelSpec(BaseModel):
     @property
     def is_local(self) -> bool:
         return self.engine in LOCAL_ENGINES
+
+    @property
+    def urls(self) -> list[str]:
+        """Every upstream of a remote model: `url` first, then `replicas` (duplicates dropped)."""
+        return list(dict.fromkeys([self.url, *self.replicas])) if self.url else []

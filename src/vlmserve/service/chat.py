@@ -29,6 +29,7 @@ from vlmserve.errors import BadRequest, EngineError, UnsupportedCapability, VlmS
 from vlmserve.media.pipeline import MediaPipeline
 from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.catalog import Catalog
+from vlmserve.service.fallback import FallbackCounts, with_fallbacks
 
 
 @dataclass
@@ -38,6 +39,7 @@ class ChatStream:
     model: str
     chunks: AsyncIterator[ChatChunk]
     timings: Timings = field(default_factory=Timings)
+    fallback_from: str = ""  # the model asked for, when a fallback model answers instead (service/fallback.py)
 
 
 def apply_defaults(sampling: SamplingParams, spec: ModelSpec) -> SamplingParams:
@@ -59,6 +61,7 @@ class ChatService:
         self.catalog = catalog
         self.scheduler = scheduler
         self.media = media
+        self.fallbacks: FallbackCounts = FallbackCounts()
 
     async def chat(self, request: ChatRequest) -> ChatStream:
         if not request.messages:
@@ -70,10 +73,20 @@ class ChatService:
         if has_audio and has_images and not spec.can(Capability.VISION):
             raise UnsupportedCapability(f"model '{spec.name}' does not support images", param="model")
         note_model(spec.name)
-        # fetch, decode, resize every image / audio / video (counts and byte limits first), off the event loop
+
+        def fits(candidate: ModelSpec) -> bool:
+            return candidate.can(wanted) and not (has_audio and has_images and not candidate.can(Capability.VISION))
+
         media = has_images or has_audio
+        stream = await with_fallbacks(
+            self.catalog, spec, fits, lambda chosen: self._start_chat(chosen, request, media), self.fallbacks
+        )
+        return _noting_fallback(spec, stream)
+
+    async def _start_chat(self, spec: ModelSpec, request: ChatRequest, media: bool) -> ChatStream:
+        # fetch, decode, resize every image / audio / video (counts and byte limits first), off the event loop
         messages = await self.media.prepare_messages(request.messages, spec) if media else request.messages
-        request = replace(request, messages=messages, sampling=apply_defaults(request.sampling, spec))
+        request = replace(request, model=spec.name, messages=messages, sampling=apply_defaults(request.sampling, spec))
         stream = ChatStream(model=spec.name, chunks=_empty())
         if spec.engine == "ocr-chat":
             stream.chunks = self._ocr_chat(spec, request, stream.timings)
@@ -86,7 +99,17 @@ class ChatService:
         note_model(spec.name)
         if spec.engine in ("ocr-chat", "rapidocr"):
             raise BadRequest(f"model '{spec.name}' does not support raw completions", param="model")
-        request = replace(request, sampling=apply_defaults(request.sampling, spec))
+
+        def fits(candidate: ModelSpec) -> bool:
+            return candidate.can(Capability.COMPLETION) and candidate.engine not in ("ocr-chat", "rapidocr")
+
+        stream = await with_fallbacks(
+            self.catalog, spec, fits, lambda chosen: self._start_completion(chosen, request), self.fallbacks
+        )
+        return _noting_fallback(spec, stream)
+
+    async def _start_completion(self, spec: ModelSpec, request: CompletionRequest) -> ChatStream:
+        request = replace(request, model=spec.name, sampling=apply_defaults(request.sampling, spec))
         stream = ChatStream(model=spec.name, chunks=_empty())
         stream.chunks = self._run(spec, request, stream.timings)
         return await _primed(stream)
@@ -164,6 +187,12 @@ class ChatService:
         inner = replace(request, model=chat_spec.name, messages=messages)
         async for chunk in self._run(chat_spec, inner, timings):
             yield chunk
+
+
+def _noting_fallback(asked: ModelSpec, stream: ChatStream) -> ChatStream:
+    if stream.model != asked.name:
+        stream.fallback_from = asked.name
+    return stream
 
 
 async def _empty() -> AsyncIterator[ChatChunk]:

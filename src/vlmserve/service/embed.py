@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from vlmserve.context import note_model, note_tokens
+from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability, EmbedRequest, EmbedResult
 from vlmserve.errors import BadRequest
 from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.catalog import Catalog
+from vlmserve.service.fallback import FallbackCounts, with_fallbacks
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
 
@@ -17,6 +19,7 @@ class EmbedService:
     def __init__(self, catalog: Catalog, scheduler: Scheduler) -> None:
         self.catalog = catalog
         self.scheduler = scheduler
+        self.fallbacks: FallbackCounts = FallbackCounts()
 
     async def embed(self, request: EmbedRequest) -> tuple[str, EmbedResult, int]:
         """(resolved model name, result, load time in ns)."""
@@ -26,16 +29,21 @@ class EmbedService:
             raise BadRequest(f"at most {MAX_INPUTS} inputs per request", param="input")
         spec = self.catalog.resolve(request.model, Capability.EMBEDDING)
         note_model(spec.name)
-        async with self.scheduler.lease(spec, request.keep_alive, client=request.client,
-                                        background=request.background,
-            engine_options=request.engine_options) as lease:
-            result = await lease.backend.embed(replace(request, model=spec.name))
+        name, result, load_ns = await with_fallbacks(
+            self.catalog, spec, lambda c: c.can(Capability.EMBEDDING), lambda c: self._embed(c, request), self.fallbacks
+        )
         note_tokens(result.prompt_tokens, 0)
         if request.dimensions is not None:
             if not 0 < request.dimensions <= len(result.vectors[0]):
                 raise BadRequest(f"dimensions must be between 1 and {len(result.vectors[0])}", param="dimensions")
             result = EmbedResult(_truncate(result.vectors, request.dimensions), result.prompt_tokens)
-        return spec.name, result, lease.load_ns
+        return name, result, load_ns
+
+    async def _embed(self, spec: ModelSpec, request: EmbedRequest) -> tuple[str, EmbedResult, int]:
+        async with self.scheduler.lease(spec, request.keep_alive, client=request.client,
+                                        background=request.background,
+            engine_options=request.engine_options) as lease:
+            return spec.name, await lease.backend.embed(replace(request, model=spec.name)), lease.load_ns
 
 
 def _truncate(vectors: list[list[float]], size: int) -> list[list[float]]:

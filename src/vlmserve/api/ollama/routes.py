@@ -49,6 +49,7 @@ async def _ndjson(stream: ChatStream, model: str, key: str) -> AsyncIterator[byt
 
 
 async def _answer(state: AppState, stream: ChatStream, request_model: str, key: str, streaming: bool) -> Response:
+    request_model = stream.model if stream.fallback_from else request_model  # name the model that answered
     if streaming:
         return StreamingResponse(_ndjson(stream, request_model, key), media_type=NDJSON)
     result = await state.chat.collect(stream)
