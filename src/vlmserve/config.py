@@ -28,27 +28,28 @@ class StaticApiKey(BaseModel):
     """An API key declared in the config file (hashed at start, never stored)."""
 
     model_config = ConfigDict(extra="forbid")
-    key: str
-    id: str | None = None
-    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES))
-    models: list[str] | None = None
-    rpm: int | None = None
-    tpm: int | None = None
-    concurrency: int | None = None
+    key: str  # the secret clients send as `Authorization: Bearer ...`
+    id: str | None = None  # the name in logs and metrics (default: derived from the key's hash)
+    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES))  # routes it may use
+    models: list[str] | None = None  # models it may use (default: all)
+    rpm: int | None = None  # requests per minute (default: rate_limit_rpm)
+    tpm: int | None = None  # tokens per minute (default: rate_limit_tpm)
+    concurrency: int | None = None  # requests in flight (default: rate_limit_concurrency)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VLMSERVE_", env_nested_delimiter="__", extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = 11434
-    log_level: str = "info"
+    host: str = "127.0.0.1"  # address to listen on; a non-loopback one needs api_keys or allow_unauthenticated
+    port: int = 11434  # Ollama's port, so Ollama clients find it
+    log_level: str = "info"  # debug, info, warning, error
+    log_format: Literal["text", "json"] = Field("text", description="log lines: text, or json (one object a line)")
     # catalog
-    models: list[ModelSpec] = Field(default_factory=list)
+    models: list[ModelSpec] = Field(default_factory=list)  # the catalog (YAML only): see "Catalog entries"
     embedded_models: bool = Field(True, description="serve the models that ship inside pip packages")
     default_model: str | None = Field(None, description="model used when a request names none")
     default_vision_model: str | None = Field(None, description="model for /process and /analyze")
-    default_embedding_model: str | None = None
+    default_embedding_model: str | None = None  # model for embedding requests that name none
     # quick declarations through env vars (each adds one catalog entry)
     gguf_model: str | None = Field(None, description="path of a GGUF file to serve on llama.cpp")
     gguf_mmproj: str | None = Field(None, description="its multimodal projector: makes it a VLM")
@@ -58,13 +59,13 @@ class Settings(BaseSettings):
         default_factory=list, description="models of that Ollama server to serve (comma-separated)"
     )
     openai_base_url: str | None = Field(None, description="a remote OpenAI-compatible server (…/v1)")
-    openai_models: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    openai_api_key: str | None = None
+    openai_models: Annotated[list[str], NoDecode] = Field(default_factory=list)  # its models (comma-separated)
+    openai_api_key: str | None = None  # Bearer key for that server
     # engines and limits
     keep_alive: float = Field(300.0, description="seconds an idle model stays loaded (Ollama default 5m)")
-    runner_start_timeout: float = 120.0
-    max_request_bytes: int = 64 * 1024 * 1024
-    max_image_bytes: int = 20 * 1024 * 1024
+    runner_start_timeout: float = 120.0  # seconds a runner subprocess may take to load its model
+    max_request_bytes: int = 64 * 1024 * 1024  # largest request body (413 beyond)
+    max_image_bytes: int = 20 * 1024 * 1024  # largest single image, encoded (413 beyond)
     max_image_pixels: int = Field(50_000_000, description="images with more pixels are refused (from the header)")
     # media pipeline (image URLs, per-request limits, prepared-image cache)
     media_fetch_enabled: bool = Field(True, description="fetch http(s) image URLs sent by clients")
@@ -72,11 +73,11 @@ class Settings(BaseSettings):
         default_factory=list, description="CIDRs/hosts that image URLs may reach although private (comma-separated)"
     )
     media_fetch_timeout: float = Field(10.0, gt=0, description="seconds one image URL fetch may take in all")
-    media_fetch_max_redirects: int = Field(3, ge=0)
+    media_fetch_max_redirects: int = Field(3, ge=0)  # redirects followed per image URL
     media_file_root: str | None = Field(None, description="folder that file:// image URLs may read from")
     media_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, description="prepared-image cache size (bytes)")
-    media_resize_filter: Literal["bicubic", "lanczos", "hamming", "bilinear"] = "bicubic"
-    max_images_per_message: int = Field(8, ge=1)
+    media_resize_filter: Literal["bicubic", "lanczos", "hamming", "bilinear"] = "bicubic"  # final resize filter
+    max_images_per_message: int = Field(8, ge=1)  # images in one message (400 beyond)
     max_request_image_bytes: int = Field(64 * 1024 * 1024, description="all images of one request together")
     max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1, description="largest audio input (input_audio, uploads)")
     max_audio_seconds: float = Field(600.0, gt=0, description="longest audio input, in seconds")
@@ -93,9 +94,12 @@ class Settings(BaseSettings):
     max_swap_wait: float = Field(
         10.0, ge=0, description="seconds a request for an unloaded model waits while another model's run goes on"
     )
-    scheduler_ordering: Literal["swap-aware", "fifo"] = "swap-aware"
+    scheduler_ordering: Literal["swap-aware", "fifo"] = "swap-aware"  # queue order across models
     # durable batches (OpenAI Files + Batches) and async jobs
     data_dir: str | None = Field(None, description="folder of the SQLite database and uploaded files (~/.vlmserve)")
+    pulled_models_file: str | None = Field(
+        None, description="catalog file that `vlmserve pull` appends to and the server loads (<data_dir>/pulled.yaml)"
+    )
     database_url: str | None = Field(
         None, description="postgresql://... to share batches between replicas (default: SQLite in data_dir)"
     )
@@ -118,6 +122,22 @@ class Settings(BaseSettings):
     rate_limit_concurrency: int = Field(0, ge=0, description="default requests in flight per API key (0: unlimited)")
     redis_url: str | None = Field(None, description="redis://... to share rate limits between replicas")
     key_refresh_interval: float = Field(5.0, gt=0, description="seconds between reloads of the API key table")
+    # HTTP edge: CORS, connection and header/body limits (see docs/security.md)
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="browser origins allowed by CORS (comma-separated; empty: CORS off)"
+    )
+    cors_allow_credentials: bool = Field(False, description="CORS: allow cookies/Authorization from those origins")
+    timeout_keep_alive: float = Field(5.0, gt=0, description="seconds an idle keep-alive connection stays open")
+    request_header_timeout: float = Field(
+        10.0, gt=0, description="seconds a client may take to send a request's headers before it is dropped"
+    )
+    request_body_timeout: float = Field(
+        300.0, gt=0, description="seconds a client may take to send a request's body before 408"
+    )
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="largest request line + headers (431 beyond)")
+    limit_concurrency: int | None = Field(
+        None, ge=1, description="open connections + requests before plain 503s (default: unlimited)"
+    )
 
     @field_validator("keep_alive", mode="before")
     @classmethod
@@ -125,7 +145,7 @@ class Settings(BaseSettings):
         seconds = parse_duration(value)
         return 300.0 if seconds is None else seconds
 
-    @field_validator("ollama_models", "openai_models", "media_fetch_allow", "api_keys", mode="before")
+    @field_validator("ollama_models", "openai_models", "media_fetch_allow", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -133,9 +153,25 @@ class Settings(BaseSettings):
         return value
 
 
+def data_dir_path(settings: Settings) -> Path:
+    """Where the database, uploads and pulled models live: `data_dir`, or ~/.vlmserve."""
+    return Path(settings.data_dir).expanduser() if settings.data_dir else Path.home() / ".vlmserve"
+
+
+def pulled_models_path(settings: Settings) -> Path:
+    """The catalog file of the models `vlmserve pull` downloaded (a YAML `models:` list)."""
+    configured = settings.pulled_models_file
+    return Path(configured).expanduser() if configured else data_dir_path(settings) / "pulled.yaml"
+
+
+def config_path(config_file: str | Path | None = None) -> str | Path | None:
+    """The YAML config file: the one named (--config), or VLMSERVE_CONFIG."""
+    return config_file or os.environ.get("VLMSERVE_CONFIG") or None
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build Settings; `overrides` are CLI flags (highest priority), unset ones must be left out."""
-    path = config_file or os.environ.get("VLMSERVE_CONFIG")
+    path = config_path(config_file)
     if path and not Path(path).is_file():
         raise FileNotFoundError(f"config file not found: {path}")
 

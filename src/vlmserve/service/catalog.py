@@ -6,7 +6,9 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from vlmserve.config import Settings
+import yaml
+
+from vlmserve.config import Settings, pulled_models_path
 from vlmserve.domain.spec import ModelSpec, SamplingDefaults
 from vlmserve.domain.types import Capability
 from vlmserve.errors import BadRequest, ModelNotFound, UnsupportedCapability
@@ -114,6 +116,18 @@ def env_specs(settings: Settings) -> list[ModelSpec]:
     return specs
 
 
+def pulled_specs(settings: Settings) -> list[ModelSpec]:
+    """The models `vlmserve pull` downloaded: the `models:` list of <data_dir>/pulled.yaml, when it exists."""
+    path = pulled_models_path(settings)
+    if not path.is_file():
+        return []
+    data = yaml.safe_load(path.read_text()) or {}
+    entries = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a `models:` list")
+    return [ModelSpec.model_validate(entry) for entry in entries]
+
+
 def _canonical(name: str) -> str:
     name = name.strip()
     return name[: -len(":latest")] if name.endswith(":latest") else name
@@ -136,13 +150,18 @@ class Catalog:
     @classmethod
     def from_settings(cls, settings: Settings) -> Catalog:
         specs = embedded_specs() if settings.embedded_models else []
-        return cls([*specs, *env_specs(settings), *settings.models], settings)
+        # declared models win over pulled ones of the same name
+        return cls([*specs, *pulled_specs(settings), *env_specs(settings), *settings.models], settings)
 
     def _check_pipelines(self) -> None:
         for spec in self._specs.values():
             for ref in (spec.ocr_model, spec.chat_model):
                 if ref is not None and _canonical(ref).lower() not in self._names:
                     raise ValueError(f"model {spec.name!r} refers to unknown model {ref!r}")
+            for ref in spec.fallbacks:  # followed one level only (as LiteLLM's), so A <-> B is no loop
+                target = self._names.get(_canonical(ref).lower())
+                if target is None or target == spec.name:
+                    raise ValueError(f"model {spec.name!r}: fallback {ref!r} is not another catalog model")
 
     def _first(self, capability: Capability) -> str | None:
         candidates = [s for s in self._specs.values() if s.can(capability)]

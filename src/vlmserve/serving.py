@@ -1,0 +1,161 @@
+"""How the server meets the network: uvicorn's options, and the limits on slow or oversized requests.
+
+uvicorn has no time limit on a request's headers, and none on its body once the headers are in: a client that
+opens connections and then trickles bytes ("slow loris") would hold each one forever. So:
+- `edge_protocol` wraps uvicorn's HTTP protocol: the request line + headers must arrive within
+  `request_header_timeout` seconds (408 and close) and within `max_header_bytes` (431 and close), on every
+  request of a keep-alive connection;
+- `BodyTimeout` (ASGI) gives the body `request_body_timeout` seconds from the end of the headers: past that the
+  handler's read fails with 408 in the surface's error format and the connection is closed.
+Idle keep-alive connections close after `timeout_keep_alive`; `limit_concurrency` (off by default) makes
+uvicorn answer plain 503s past that many connections + requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from vlmserve.config import Settings
+
+
+def _refusal(status: int, reason: str, message: str) -> bytes:
+    """A whole response written straight to the socket (no request cycle exists yet), in OpenAI's error shape."""
+    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def _base_protocol() -> type[asyncio.Protocol]:
+    """The HTTP protocol class uvicorn's `http="auto"` would pick."""
+    try:
+        import httptools  # noqa: F401
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol
+
+
+def edge_protocol(settings: Settings, base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol with a deadline and a size cap on each request's head.
+
+    A request's head is "in" once uvicorn has made its request cycle (both implementations set `self.cycle` when
+    the headers are parsed); until then the bytes received count against `max_header_bytes`."""
+    header_timeout = settings.request_header_timeout
+    max_header_bytes = settings.max_header_bytes
+    parent: Any = base or _base_protocol()
+
+    class EdgeProtocol(parent):  # type: ignore[misc]
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_bytes = 0
+        _head_tail = b""  # the last bytes seen, for a blank line split between two reads
+        _head_cycle: object = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            self._start_head()
+
+        def _start_head(self) -> None:
+            self._head_cycle = self.cycle
+            self._head_bytes, self._head_tail = 0, b""
+            message = f"request headers not received within {header_timeout:g} s"
+            self._head_timer = self.loop.call_later(header_timeout, self._refuse, 408, "Request Timeout", message)
+
+        def _refuse(self, status: int, reason: str, message: str) -> None:
+            self._stop_head()
+            if not self.transport.is_closing():
+                self.transport.write(_refusal(status, reason, message))
+                self.transport.close()
+
+        def _stop_head(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_too_large(self, data: bytes) -> bool:
+            """Counts this read's bytes up to the blank line that ends the head (the rest is body)."""
+            window = self._head_tail + data
+            end = window.find(b"\r\n\r\n")
+            size = self._head_bytes + (len(data) if end < 0 else end + 4 - len(self._head_tail))
+            self._head_bytes, self._head_tail = size, window[-3:]
+            return size > max_header_bytes
+
+        def data_received(self, data: bytes) -> None:
+            if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+                self._start_head()  # the next request of a keep-alive connection
+            if self._head_timer is not None and self._head_too_large(data):
+                self._refuse(431, "Request Header Fields Too Large", f"request headers exceed {max_header_bytes} bytes")
+                return
+            super().data_received(data)
+            if self._head_timer is not None and self.cycle is not self._head_cycle:
+                self._stop_head()  # headers parsed: the body has its own deadline (BodyTimeout)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_head()
+            super().connection_lost(exc)
+
+    return EdgeProtocol
+
+
+class BodyTimeout:
+    """Fails a request whose body has not fully arrived `timeout` seconds after its headers: the handler's read
+    raises HTTPException(408) (mapped to the surface's error format) and the response closes the connection."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        body_done = timed_out = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done, timed_out
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                timed_out = True
+                raise HTTPException(408, f"request body not received within {self.timeout:g} s") from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if timed_out and message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, timed_receive, closing_send)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments of `uvicorn.run(create_app(settings), **uvicorn_options(settings))`."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,  # the gateway writes the access log (with request id, model and key id)
+        "http": edge_protocol(settings),
+        "timeout_keep_alive": settings.timeout_keep_alive,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,
+        "limit_concurrency": settings.limit_concurrency,
+    }
+    if settings.log_format == "json":
+        options["log_config"] = None  # keep logs.configure_logging's JSON handler for uvicorn's loggers too
+    return options
