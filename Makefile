@@ -7,7 +7,7 @@ PORT ?= 11434
 # pick the build you want, e.g. `make test TORCH="torch --index-url https://download.pytorch.org/whl/cpu"`.
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-dev run test lint typecheck bench clean
+.PHONY: install install-dev run test lint typecheck bench bench-plots docs clean browser-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,12 +35,33 @@ run: install
 test: install-dev
 	$(BIN)/python -m pytest -q
 
+# Debian's chromium (+ chromedriver) for tests/test_ui_browser.py and scripts/ui_screenshots.py: Playwright drives
+# the system browser, nothing is downloaded. Installed with apt-get when missing and root; else says how.
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then echo "browser-deps: chromium present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver) \
+		|| echo "browser-deps: apt-get failed; tests/test_ui_browser.py will be skipped"; \
+	else echo "browser-deps: run 'sudo apt-get install chromium chromium-driver' (the browser test skips without)"; fi
+
 lint: install-dev
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
 bench: install-dev
-	for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	for script in bench/*.py; do case $$script in */plotting.py) continue;; esac; \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+# the README's charts: each headline benchmark run once, its PNG written to docs/img/bench-<name>.png
+BENCH_PLOTS := gateway_overhead chat_tokens_per_second embeddings_onnx_vs_fp32 image_pipeline scheduler_swap batch_throughput
+bench-plots: install-dev
+	mkdir -p docs/img
+	for name in $(BENCH_PLOTS); do echo "== bench/$$name.py"; \
+		$(BIN)/python bench/$$name.py --plot docs/img/bench-$$name.png || exit 1; done
+
+# docs/configuration.md is generated from the Settings and ModelSpec declarations
+docs: install
+	$(BIN)/python scripts/gen_config_docs.py
 
 clean:
 	rm -rf $(VENV) vendor .pytest_cache .mypy_cache .ruff_cache

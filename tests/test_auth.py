@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from vlmserve.api.app import create_app
 from vlmserve.config import load_settings
-from vlmserve.security.guard import EXEMPT
+from vlmserve.security.guard import is_exempt
 
 ADMIN = "vs-test-admin-secret"
 INFER = "vs-test-inference-secret"
@@ -78,11 +78,12 @@ def test_every_route_needs_a_key(server: ServerProcess) -> None:
     routes = _routes()
     paths = {path for _, path in routes}
     assert {"/v1/chat/completions", "/api/chat", "/admin/keys", "/metrics", "/v1/batches", "/job/x"} <= paths
+    assert {"/ui", "/ui/status", "/ui/static/app.js", "/admin/status"} <= paths  # UI public, its data is not
     checked = 0
     with httpx.Client(base_url=server.url, timeout=10) as http:
         for method, path in routes:
             response = http.request(method, path, json={})
-            if path in EXEMPT:
+            if is_exempt(path):  # liveness, docs, and the browser UI's static pages and assets
                 assert response.status_code == 200, (method, path, response.text)
                 continue
             assert response.status_code == 401, (method, path, response.status_code, response.text)

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -36,6 +37,13 @@ from vlmserve.scheduler.state import SchedulerConfig
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
 from vlmserve.service.embed import EmbedService
+from vlmserve.serving import BodyTimeout
+from vlmserve.ui.routes import router as ui_router
+
+# response headers a browser client may read (request id, rate-limit state)
+CORS_EXPOSED_HEADERS = ["x-request-id", "retry-after", "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                        "x-ratelimit-reset-requests", "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                        "x-ratelimit-reset-tokens"]  # fmt: skip
 
 log = logging.getLogger("vlmserve")
 
@@ -177,11 +185,22 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         return error_response(request.url.path, VlmServeError(f"internal error: {exc.__class__.__name__}"))
 
     for router in (openai_router, audio_router, files_router, batches_router, ollama_router, simple.router,
-                   jobs_routes.router, ops.router, admin_keys.router, admin.router, metrics.router):
+                   jobs_routes.router, ops.router, admin_keys.router, admin.router, metrics.router, ui_router):
         app.include_router(router)
     app.add_middleware(CancelOnDisconnect)
+    app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout)
     app.add_middleware(
         RequestGate, max_bytes=settings.max_request_bytes, upload_max_bytes=settings.batch_max_file_bytes + 2**20
     )
-    app.add_middleware(Gateway, error_response=error_response)  # outermost: ids, keys, limits, metrics
+    app.add_middleware(Gateway, error_response=error_response)  # ids, keys, limits, metrics, access log
+    if settings.cors_origins:  # outermost: preflights carry no API key, and refusals need CORS headers too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=settings.cors_allow_credentials,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=CORS_EXPOSED_HEADERS,
+            max_age=600,
+        )
     return app

@@ -20,7 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from vlmserve.api.state import AppState
 from vlmserve.context import RequestContext, current
 from vlmserve.errors import AuthenticationFailed, PermissionDenied, RateLimited, VlmServeError
-from vlmserve.security.guard import EXEMPT, Security, scope_of
+from vlmserve.logs import RequestIdFilter as RequestIdFilter  # re-exported: the serve command used it
+from vlmserve.security.guard import Security, is_exempt, scope_of
 from vlmserve.security.keys import ApiKey, KeyRing, KeyStore
 from vlmserve.security.ratelimit import Limits, build_limiter
 
@@ -28,15 +29,6 @@ log = logging.getLogger("vlmserve.access")
 ANONYMOUS = "anonymous"
 _ID_PREFIX = secrets.token_hex(8)  # request ids: random per process + a counter (no syscall per request)
 _ID_COUNTER = itertools.count(1)
-
-
-class RequestIdFilter(logging.Filter):
-    """Adds `request_id` (the current request's X-Request-ID, or "-") to every log record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        ctx = current.get()
-        record.request_id = ctx.request_id if ctx is not None else "-"
-        return True
 
 
 def _surface(path: str) -> str:
@@ -119,7 +111,7 @@ class Gateway:
         limits = Limits()
         refusal: VlmServeError | None = None
         try:
-            if security is not None and path not in EXEMPT:
+            if security is not None and not is_exempt(path):
                 try:
                     refusal, limiter_key, limits, headers = await self._guard(security, ctx, path, token, ticket)
                     extra.extend(headers)
@@ -130,17 +122,32 @@ class Gateway:
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:
-            if status >= 400:
-                log.info("%s %s -> %d", scope["method"], path, status)
+            _access_log(scope, ctx, status)
             current.reset(reset)
             if security is not None and limiter_key is not None:
                 await security.limiter.release(limiter_key, limits, ctx.tokens_in + ctx.tokens_out, ticket)
             if state is not None:
-                state.metrics.observe(ctx, status, time.perf_counter_ns())
+                end_ns = time.perf_counter_ns()
+                state.metrics.observe(ctx, status, end_ns)
+                state.metrics.remember(ctx, scope["method"], path, status, end_ns)
                 if ctx.error_type is not None:
                     state.metrics.engine_errors.labels(ctx.error_type).inc()
                 if isinstance(refusal, RateLimited):
                     state.metrics.rate_limited.labels(refusal.code or "").inc()
+
+
+def _access_log(scope: Scope, ctx: RequestContext, status: int) -> None:
+    """One record per request: method, path (no query string: it may hold secrets), status, duration, model and
+    key id; never bodies or the key itself. Liveness/docs paths only at debug level."""
+    level = logging.DEBUG if is_exempt(scope["path"]) else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    duration_ms = round((time.perf_counter_ns() - ctx.started_ns) / 1e6, 2)
+    client = scope.get("client")
+    fields = {"method": scope["method"], "path": scope["path"], "status": status, "duration_ms": duration_ms,
+              "model": ctx.model or None, "key_id": ctx.key_id, "surface": ctx.surface,
+              "client": client[0] if client else None, "request_id": ctx.request_id}  # fmt: skip
+    log.log(level, "%s %s -> %d in %.1f ms", scope["method"], scope["path"], status, duration_ms, extra=fields)
 
 
 async def open_security(state: AppState) -> Security:

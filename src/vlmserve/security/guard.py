@@ -15,6 +15,12 @@ EXEMPT = frozenset({"/", "/health", "/api/version", "/docs", "/docs/oauth2-redir
 _BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/analyze/async", "/job/")
 
 
+def is_exempt(path: str) -> bool:
+    """Open to all: EXEMPT, and the browser UI's pages and assets under /ui (static files that hold no data; the
+    pages send the user's key with each API call they make)."""
+    return path in EXEMPT or path == "/ui" or path.startswith("/ui/")
+
+
 def scope_of(path: str) -> str:
     if path.startswith("/admin/") or path == "/admin" or path == "/metrics":
         return "admin"
