@@ -13,6 +13,7 @@ from vlmserve.errors import BadRequest, NotFound
 from vlmserve.security.guard import Security
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
+BIGINT_MAX = 2**63 - 1
 
 
 class KeyCreate(BaseModel):
@@ -20,9 +21,10 @@ class KeyCreate(BaseModel):
     name: str = ""
     scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["inference"]), min_length=1)
     models: list[str] | None = None
-    rpm: int | None = Field(None, ge=0)
-    tpm: int | None = Field(None, ge=0)
-    concurrency: int | None = Field(None, ge=0)
+    # le: the key table's BIGINT columns (a larger number was a 500 from the database driver)
+    rpm: int | None = Field(None, ge=0, le=BIGINT_MAX)
+    tpm: int | None = Field(None, ge=0, le=BIGINT_MAX)
+    concurrency: int | None = Field(None, ge=0, le=BIGINT_MAX)
 
 
 def _security(request: Request) -> Security:

@@ -24,7 +24,7 @@ from vlmserve.jobs.model import LineOutcome
 from vlmserve.jobs.runtime import JobsRuntime
 from vlmserve.jobs.store import Store
 from vlmserve.jobs.validate import ModelCheck
-from vlmserve.jobs.worker import BatchWorker, JobRunner, WorkerConfig
+from vlmserve.jobs.worker import AccessCheck, BatchWorker, JobRunner, WorkerConfig
 from vlmserve.media.images import decode_base64
 
 log = logging.getLogger("vlmserve.batches")
@@ -83,6 +83,21 @@ def model_checker(state: AppState) -> ModelCheck:
     return check
 
 
+def access_checker(state: AppState) -> AccessCheck:
+    """A batch line's model, resolved as a live request would (default model included), against the allowlist
+    of the key that created the batch: the same refusal as a live request with that key."""
+
+    def check(endpoint: str, model: str, allowed: frozenset[str]) -> str | None:
+        capability = Capability.EMBEDDING if endpoint == "/v1/embeddings" else Capability.COMPLETION
+        try:
+            name = state.catalog.resolve(model or None, capability).name
+        except VlmServeError as exc:
+            return exc.message
+        return None if name in allowed else f"this API key may not use model '{name}'"
+
+    return check
+
+
 def job_runner(state: AppState) -> JobRunner:
     async def run(kind: str, body: dict[str, Any]) -> dict[str, Any]:
         if kind != "analyze":
@@ -124,7 +139,8 @@ async def start_jobs(state: AppState) -> JobsRuntime:
             max_attempts=s.batch_max_attempts,
             max_lines=s.batch_max_lines,
         )
-        worker = BatchWorker(store, LineExecutor(state), job_runner(state), model_checker(state), config=config)
+        worker = BatchWorker(store, LineExecutor(state), job_runner(state), model_checker(state), config=config,
+                             check_access=access_checker(state))  # fmt: skip
         worker.start()
     log.info("batch store: %s (%.0f ms)%s", driver.dialect, (time.perf_counter() - began) * 1000,
              f", worker {worker.owner}" if worker else ", no worker")  # fmt: skip

@@ -51,4 +51,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
                 created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION)""",
         ],
     ),
+    (
+        3,
+        "the creating API key's model allowlist on each batch (JSON list; NULL: every model)",
+        ["ALTER TABLE vlm_batches ADD COLUMN models TEXT"],
+    ),
 ]

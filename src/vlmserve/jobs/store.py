@@ -124,15 +124,23 @@ class Store:
 
     # ---- batches
     async def create_batch(
-        self, endpoint: str, input_file_id: str, window: str, window_seconds: float, metadata: dict[str, str] | None
+        self,
+        endpoint: str,
+        input_file_id: str,
+        window: str,
+        window_seconds: float,
+        metadata: dict[str, str] | None,
+        models: frozenset[str] | None = None,
     ) -> Row:
+        """`models`: the creating API key's allowlist (None: every model), checked when the batch validates."""
         now = time.time()
         batch_id = new_id("batch_")
         await self.db.execute(
             "INSERT INTO vlm_batches (id, endpoint, input_file_id, completion_window, status, metadata, created_at, "
-            "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "expires_at, models) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             batch_id, endpoint, input_file_id, window, BatchStatus.VALIDATING.value,
             orjson.dumps(metadata).decode() if metadata is not None else None, now, now + window_seconds,
+            orjson.dumps(sorted(models)).decode() if models is not None else None,
         )  # fmt: skip
         row = await self.get_batch(batch_id)
         assert row is not None

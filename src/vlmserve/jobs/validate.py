@@ -1,11 +1,13 @@
 """Batch input validation: JSONL lines {custom_id, method, url, body}, checked before anything runs.
 
-Pure: the model check is injected (`check_model(endpoint, model) -> error message or None`).
+Pure: the model checks are injected (`check_model(endpoint, model) -> error message or None`: the model exists
+and can serve the endpoint; `check_access`, same shape: the batch's API key may use it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -50,14 +52,24 @@ def _check_line(raw: bytes, line_no: int, endpoint: str) -> tuple[ParsedLine | N
     return ParsedLine(line_no, custom_id, model or "", orjson.dumps(body).decode()), None
 
 
+def _model_error(
+    endpoint: str, model: str, check_model: ModelCheck, check_access: ModelCheck | None
+) -> LineError | None:
+    if (message := check_model(endpoint, model)) is not None:
+        return LineError("model_not_found", message, param="body.model")
+    if check_access is not None and (message := check_access(endpoint, model)) is not None:
+        return LineError("model_not_allowed", message, param="body.model")
+    return None
+
+
 def parse_batch_input(
-    content: bytes, endpoint: str, max_lines: int, check_model: ModelCheck
+    content: bytes, endpoint: str, max_lines: int, check_model: ModelCheck, check_access: ModelCheck | None = None
 ) -> tuple[list[ParsedLine], list[LineError]]:
     """(lines, errors): any error fails the whole batch; errors carry 1-based line numbers."""
     lines: list[ParsedLine] = []
     errors: list[LineError] = []
     seen: dict[str, int] = {}
-    model_errors: dict[str, str | None] = {}
+    model_errors: dict[str, LineError | None] = {}
     for line_no, raw in enumerate(content.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -74,9 +86,9 @@ def parse_batch_input(
             )
         elif parsed is not None:
             if parsed.model not in model_errors:
-                model_errors[parsed.model] = check_model(endpoint, parsed.model)
-            if (message := model_errors[parsed.model]) is not None:
-                error = LineError("model_not_found", message, line_no, "body.model")
+                model_errors[parsed.model] = _model_error(endpoint, parsed.model, check_model, check_access)
+            if (model_error := model_errors[parsed.model]) is not None:
+                error = replace(model_error, line=line_no)
         if error is not None:
             errors.append(error)
             if len(errors) >= MAX_REPORTED_ERRORS:

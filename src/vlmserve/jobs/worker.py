@@ -31,6 +31,8 @@ from vlmserve.jobs.validate import ModelCheck, parse_batch_input
 log = logging.getLogger("vlmserve.batches")
 Executor = Callable[[str, dict[str, Any]], Awaitable[LineOutcome]]  # (endpoint, body) -> outcome
 JobRunner = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]  # (kind, body) -> result; raises
+# (endpoint, model, the batch key's allowlist) -> refusal message or None
+AccessCheck = Callable[[str, str, frozenset[str]], str | None]
 TRANSIENT = (429, 502, 503, 504)
 PAGE = 1000
 
@@ -87,11 +89,13 @@ class BatchWorker:
         run_job: JobRunner,
         check_model: ModelCheck,
         config: WorkerConfig | None = None,
+        check_access: AccessCheck | None = None,
     ) -> None:
         self.store = store
         self.execute = execute
         self.run_job = run_job
         self.check_model = check_model
+        self.check_access = check_access
         self.config = config or WorkerConfig()
         self.owner = f"{socket.gethostname()}:{secrets.token_hex(4)}"
         self._wake = asyncio.Event()
@@ -169,14 +173,23 @@ class BatchWorker:
         else:
             content = await self.store.file_content(file["id"])
             lines, errors = await asyncio.to_thread(
-                parse_batch_input, content, batch["endpoint"], self.config.max_lines, self.check_model
-            )
+                parse_batch_input, content, batch["endpoint"], self.config.max_lines, self.check_model,
+                self._access_of(batch),
+            )  # fmt: skip
         if errors:
             await self.store.fail_batch(batch["id"], self.owner, [e.as_dict() for e in errors])
             log.info("batch %s failed validation: %d errors", batch["id"], len(errors))
         elif await self.store.start_batch(batch["id"], self.owner, lines):
             log.info("batch %s in progress: %d requests", batch["id"], len(lines))
         self.wake()
+
+    def _access_of(self, batch: dict[str, Any]) -> ModelCheck | None:
+        """The model check of the key that created the batch (its allowlist was stored with the batch)."""
+        check, models = self.check_access, batch.get("models")
+        if check is None or models is None:
+            return None
+        allowed = frozenset(orjson.loads(models))
+        return lambda endpoint, model: check(endpoint, model, allowed)
 
     # ---- running lines
     async def _run_batch(self, batch_id: str, endpoint: str) -> None:

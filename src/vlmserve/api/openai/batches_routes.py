@@ -12,6 +12,7 @@ from starlette.responses import Response
 from vlmserve.api.openai import adapter
 from vlmserve.api.openai.files_routes import get_file_row, jobs_of
 from vlmserve.api.state import JSONBytes
+from vlmserve.context import current
 from vlmserve.domain.duration import parse_duration
 from vlmserve.errors import BadRequest, Conflict, NotFound
 from vlmserve.jobs.model import ENDPOINTS, BatchStatus, ItemState
@@ -93,9 +94,11 @@ async def create_batch(body: BatchCreate, request: Request) -> Response:
     file = await get_file_row(jobs, body.input_file_id)
     if file["purpose"] != "batch":
         raise BadRequest(f"file {file['id']} has purpose '{file['purpose']}', not 'batch'", param="input_file_id")
+    ctx = current.get()  # the API key's model allowlist goes with the batch: its lines may use only those models
     row = await jobs.store.create_batch(
-        body.endpoint, body.input_file_id, body.completion_window, seconds, body.metadata
-    )
+        body.endpoint, body.input_file_id, body.completion_window, seconds, body.metadata,
+        ctx.models if ctx is not None else None,
+    )  # fmt: skip
     jobs.wake()
     return JSONBytes(batch_object(row, {}))
 

@@ -1,0 +1,99 @@
+"""Batches and API keys, server-level: a batch is validated against the model allowlist of the key that created
+it (a line naming another model fails the batch at validation with `model_not_allowed`, as OpenAI fails a batch
+whose lines name a model the project cannot use); batch routes need the `batch` scope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+from batch_helpers import chat_line, jsonl, output_lines, wait_batch
+from fake_upstreams import FakeUpstream
+from openai import OpenAI
+from server_process import ServerProcess, running_server
+
+from vlmserve.jobs.validate import parse_batch_input
+
+ADMIN = "vs-test-batchperm-admin"
+LIMITED = "vs-test-batchperm-m1-only"
+INFER_ONLY = "vs-test-batchperm-inference"
+URL = "/v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with FakeUpstream() as upstream:
+        models = [{"name": n, "engine": "openai", "url": upstream.url, "remote_model": "fake"} for n in ("m1", "m2")]
+        config = {
+            "embedded_models": False, "models": models, "default_model": "m2", "batch_poll_interval": 0.1,
+            "data_dir": str(tmp_path_factory.mktemp("batchperm-data")),
+            "api_keys": [ADMIN, {"key": LIMITED, "id": "m1-batcher", "scopes": ["batch"], "models": ["m1"]},
+                         {"key": INFER_ONLY, "scopes": ["inference"]}],
+        }  # fmt: skip
+        with running_server(config) as proc:
+            yield proc
+
+
+def _client(server: ServerProcess, key: str) -> OpenAI:
+    return OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0)
+
+
+def _submit(client: OpenAI, lines: list[bytes]) -> str:
+    file = client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+    return client.batches.create(input_file_id=file.id, endpoint=URL, completion_window="24h").id
+
+
+def test_lines_outside_the_key_allowlist_fail_validation(server: ServerProcess) -> None:
+    limited = _client(server, LIMITED)
+    batch = wait_batch(limited, _submit(limited, [chat_line("a", "m1"), chat_line("b", "m2"), chat_line("c", "m1")]))
+    assert batch.status == "failed" and batch.errors is not None and batch.errors.data is not None
+    [error] = batch.errors.data
+    assert error.code == "model_not_allowed" and error.line == 2 and error.param == "body.model"
+    assert "may not use model 'm2'" in (error.message or "")
+    assert batch.output_file_id is None and batch.request_counts is not None and batch.request_counts.total == 0
+
+
+def test_the_default_model_counts_too(server: ServerProcess) -> None:
+    limited = _client(server, LIMITED)
+    line = chat_line("no-model", "m1")
+    unnamed = line.replace(b'"model":"m1",', b"")
+    assert b'"model"' not in unnamed
+    batch = wait_batch(limited, _submit(limited, [unnamed]))
+    assert batch.status == "failed" and batch.errors is not None and batch.errors.data is not None
+    assert batch.errors.data[0].code == "model_not_allowed" and "'m2'" in (batch.errors.data[0].message or "")
+
+
+def test_allowed_lines_run_and_unrestricted_keys_run_all(server: ServerProcess) -> None:
+    limited = _client(server, LIMITED)
+    done = wait_batch(limited, _submit(limited, [chat_line("a", "m1"), chat_line("b", "m1")]))
+    assert done.status == "completed", done.errors
+    assert sorted(r["custom_id"] for r in output_lines(limited, done.output_file_id)) == ["a", "b"]
+    admin = _client(server, ADMIN)
+    both = wait_batch(admin, _submit(admin, [chat_line("a", "m1"), chat_line("b", "m2")]))
+    assert both.status == "completed" and both.request_counts is not None and both.request_counts.completed == 2
+
+
+def test_batch_routes_need_the_batch_scope(server: ServerProcess) -> None:
+    inference_only = _client(server, INFER_ONLY)
+    with pytest.raises(openai.PermissionDeniedError, match="batch"):
+        inference_only.files.create(file=("in.jsonl", jsonl([chat_line("a", "m1")])), purpose="batch")
+    with pytest.raises(openai.PermissionDeniedError):
+        inference_only.batches.list()
+
+
+def test_access_check_gives_model_not_allowed() -> None:
+    content = jsonl([chat_line("a", "m1"), chat_line("b", "m2"), chat_line("c", "m2"), chat_line("d", "gone")])
+    calls: list[str] = []
+
+    def exists(endpoint: str, model: str) -> str | None:
+        return None if model != "gone" else "model 'gone' not found"
+
+    def access(endpoint: str, model: str) -> str | None:
+        calls.append(model)
+        return None if model == "m1" else f"this API key may not use model '{model}'"
+
+    lines, errors = parse_batch_input(content, URL, 100, exists, access)
+    assert [e.code for e in errors] == ["model_not_allowed", "model_not_allowed", "model_not_found"]
+    assert [e.line for e in errors] == [2, 3, 4] and [line.custom_id for line in lines] == ["a"]
+    assert calls == ["m1", "m2"]  # once per model; an unknown model is not asked about
