@@ -1,6 +1,6 @@
 """Batch throughput: a 1000-line chat batch against an engine with capacity 8 and a fixed latency, in one run.
 
-    python bench/batch_throughput.py [--lines 1000] [--latency 0.05] [--capacity 8] [--database-url DSN]
+    python bench/batch_throughput.py [--lines 1000] [--latency 0.05] [--capacity 8] [--database-url DSN] [--plot c.png]
 
 Three figures, each a full trip through the Batch API (upload, create, poll every 50 ms, until `completed`):
   1. batch, concurrency = capacity: wall time vs the ideal `lines / capacity x latency` (target >= 0.9 of ideal)
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_upstreams import upstream_process  # noqa: E402
+from plotting import BASELINE, VLMSERVE, Panel, save_panels  # noqa: E402
 from server_process import running_server  # noqa: E402
 
 
@@ -95,6 +96,7 @@ def main() -> int:
     parser.add_argument("--latency", type=float, default=0.05, help="engine seconds per request")
     parser.add_argument("--capacity", type=int, default=8, help="requests the engine runs at once")
     parser.add_argument("--database-url", default=None, help="postgresql://... (default: SQLite)")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG chart of the figures (needs matplotlib)")
     args = parser.parse_args()
     ideal = args.lines / args.capacity * args.latency
     sequential_ideal = args.lines * args.latency
@@ -122,6 +124,16 @@ def main() -> int:
     fraction = ideal / rows[0][2]
     print(f"\nbatch at capacity reaches {fraction:.2f} of the ideal (target >= 0.90): "
           f"{'PASS' if fraction >= 0.9 else 'MISS'}")  # fmt: skip
+    if args.plot:
+        labels = ["live loop\n1 client", "batch\nconcurrency 1", f"batch\nconcurrency {args.capacity}",
+                  f"ideal\n{args.capacity} slots"]  # fmt: skip
+        colors = (BASELINE, BASELINE, VLMSERVE, "#dadce0")
+        walls = [rows[2][2], rows[1][2], rows[0][2], ideal]
+        save_panels(args.plot, f"{args.lines}-line chat batch, engine with {args.capacity} slots and "
+                    f"{args.latency * 1000:.0f} ms per request", [
+            Panel("wall time", labels, walls, "seconds", "{:.1f}", colors, lower_is_better=True),
+            Panel("throughput", labels, [args.lines / w for w in walls], "lines/s", "{:.0f}", colors),
+        ], note=f"batch at capacity: {fraction:.2f} of the ideal, {sequential / rows[0][2]:.1f}x sequential; {store}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Tokens/s of the embedded `smollm2` through vlmserve vs the llama.cpp engine called directly.
 
-    python bench/chat_tokens_per_second.py [--reps 3] [--max-tokens 128] [--json figures.json]
+    python bench/chat_tokens_per_second.py [--reps 3] [--max-tokens 128] [--json figures.json] [--plot chart.png]
 
 Direct: an xllamacpp `Server` in this process, built with the same GGUF and the same settings as the runner
 (src/vlmserve/runners/llamacpp.py with the catalog entry from src/vlmserve/service/catalog.py: n_ctx =
@@ -31,6 +31,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from plotting import Panel, save_panels  # noqa: E402
 from server_process import running_server  # noqa: E402
 
 from vlmserve.domain.spec import ModelSpec  # noqa: E402
@@ -108,11 +109,22 @@ def stream_chat(client: httpx.Client, url: str, model: str, max_tokens: int) -> 
     return Run(tokens, (tokens - 1) / (last - first), tokens / (last - began), "".join(pieces))
 
 
+def plot(figures: dict[str, Any], path: str) -> None:
+    labels = ("llama.cpp direct", "via vlmserve")
+    direct, gateway = figures["direct"], figures["gateway"]
+    save_panels(path, "SmolLM2-135M tokens/s: the llama.cpp engine direct vs through vlmserve", [
+        Panel("decode", labels, [direct["decode_tokens_per_s"], gateway["decode_tokens_per_s"]], "tokens/s", "{:.0f}"),
+        Panel("end to end", labels, [direct["e2e_tokens_per_s"], gateway["e2e_tokens_per_s"]], "tokens/s", "{:.0f}"),
+    ], note=f"ratio decode {figures['ratio_decode_tokens_per_s']:.2f}, "
+            f"end to end {figures['ratio_e2e_tokens_per_s']:.2f}; streaming, temperature 0")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG chart of the figures (needs matplotlib)")
     args = parser.parse_args()
     spec = smollm2_spec()
     runs: dict[str, list[Run]] = {"direct": [], "gateway": []}
@@ -155,6 +167,8 @@ def main() -> int:
     print(f"same text from both paths: {figures['same_text']}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
+    if args.plot:
+        plot(figures, args.plot)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Gateway overhead: an instant OpenAI-compatible upstream called directly vs through vlmserve, in one run.
 
-    python bench/gateway_overhead.py [--json figures.json] [--rounds 3]
+    python bench/gateway_overhead.py [--json figures.json] [--rounds 3] [--plot chart.png]
 
 Three phases, each run as interleaved rounds (direct, gateway, direct, gateway, ...) so drift hits both sides:
   1. concurrency 1, non-stream chat completions: p50/p90/p99 latency; added p50 (target <= 1 ms)
@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fake_upstreams import upstream_process  # noqa: E402
+from plotting import Panel, save_panels  # noqa: E402
 from server_process import running_server  # noqa: E402
 
 STREAM_TOKENS = 50
@@ -230,9 +231,22 @@ def report(fig: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot(fig: dict[str, Any], path: str) -> None:
+    lc, rps, sse = fig["latency_c1"], fig["throughput_c64_rps"], fig["streams_c64_per_s"]
+    labels = ("direct", "via vlmserve")
+    save_panels(path, "Gateway overhead: an instant OpenAI-compatible engine, direct vs through vlmserve", [
+        Panel("c=1 latency p50", labels, [lc["direct"]["p50_ms"], lc["gateway"]["p50_ms"]], "ms", "{:.2f}",
+              lower_is_better=True),
+        Panel("c=64 non-stream", labels, [rps["direct"], rps["gateway"]], "requests/s", "{:.0f}"),
+        Panel(f"c=64 {STREAM_TOKENS}-token streams", labels, [sse["direct"], sse["gateway"]], "streams/s", "{:.0f}"),
+    ], note=f"added p50 {fig['added_p50_ms']:.2f} ms; throughput ratio {fig['throughput_ratio']:.2f}, "
+            f"streams ratio {fig['streams_ratio']:.2f} (engine, gateway and client share the cores)")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG chart of the figures (needs matplotlib)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per phase")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="load client (default: raw)")
     args = parser.parse_args()
@@ -255,6 +269,8 @@ def main() -> int:
     print(report(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
+    if args.plot:
+        plot(figures, args.plot)
     return 0
 
 

@@ -5,7 +5,7 @@ per request (sleeps, so the figures are the policy's, not this machine's CPU). B
 process, one after the other, on the same workload: total time, number of loads and the p99 wait in queue.
 Target: total <= 0.5x FIFO, with p99 wait within the configured bound (max_swap_wait + a swap + a run).
 
-    .venv/bin/python bench/scheduler_swap.py [--requests 120] [--load 0.2] [--service 0.02] [--bound 1]
+    .venv/bin/python bench/scheduler_swap.py [--requests 120] [--load 0.2] [--service 0.02] [--bound 1] [--plot c.png]
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator
+
+from plotting import Panel, save_panels
 
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.2, help="seconds a model takes to load")
     parser.add_argument("--service", type=float, default=0.02, help="seconds per request")
     parser.add_argument("--bound", type=float, default=1.0, help="max_swap_wait, seconds")
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG chart of the figures (needs matplotlib)")
     args = parser.parse_args()
     fifo = asyncio.run(run("fifo", args))
     swap = asyncio.run(run("swap-aware", args))
@@ -109,6 +112,15 @@ def main() -> None:
     print(f"total swap-aware / fifo: {ratio:.2f} (target <= 0.5: {'PASS' if ratio <= 0.5 else 'MISS'}); "
           f"p99 wait {swap['p99_wait_s']:.2f}s vs bound {bound:.2f}s: "
           f"{'PASS' if swap['p99_wait_s'] <= bound else 'MISS'}")
+    if args.plot:
+        labels = ("FIFO", "swap-aware")
+        save_panels(args.plot, "Two models that do not fit together: FIFO vs swap-aware ordering", [
+            Panel("total time", labels, [fifo["total_s"], swap["total_s"]], "seconds", "{:.1f}", lower_is_better=True),
+            Panel("model loads", labels, [fifo["loads"], swap["loads"]], "loads", "{:.0f}", lower_is_better=True),
+            Panel("p99 queue wait", labels, [fifo["p99_wait_s"], swap["p99_wait_s"]], "seconds", "{:.2f}",
+                  lower_is_better=True),
+        ], note=f"{args.requests} requests, load {args.load}s, service {args.service}s, max_swap_wait {args.bound}s; "
+                f"swap-aware/FIFO time {ratio:.2f}; p99 wait bound {bound:.2f}s")  # fmt: skip
 
 
 if __name__ == "__main__":
