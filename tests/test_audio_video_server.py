@@ -139,3 +139,22 @@ def test_video_garbage_and_too_long(av_server: ServerProcess, tmp_path: Path) ->
     r = httpx.post(av_server.url + "/v1/chat/completions", json={"model": "rapidocr", "messages": _video_message(url)},
                    timeout=60)
     assert r.status_code == 413, r.text
+
+
+def test_transcription_language_and_prompt_reach_the_engine(client: openai.OpenAI, av_server: ServerProcess) -> None:
+    speech = ("speech.wav", wav_bytes(1.0), "audio/wav")
+    # the tiny Whisper is English-only: the runner refuses another language before decoding, in OpenAI's format
+    with pytest.raises(openai.BadRequestError, match="English only") as refused:
+        client.audio.transcriptions.create(model="tiny-whisper", file=speech, language="fr")
+    error = refused.value.body
+    assert isinstance(error, dict) and error["type"] == "invalid_request_error", error
+    malformed = httpx.post(av_server.url + "/v1/audio/transcriptions", files={"file": speech},
+                           data={"model": "tiny-whisper", "language": "english!"}, timeout=60)  # fmt: skip
+    assert malformed.status_code == 400 and malformed.json()["error"]["param"] == "language", malformed.text
+    english = client.audio.transcriptions.create(model="tiny-whisper", file=speech, language="EN")
+    plain = client.audio.transcriptions.create(model="tiny-whisper", file=speech)
+    assert english.text == plain.text  # "en" is what an English-only model does anyway: same greedy decoding
+    # the prompt reaches Whisper as prompt_ids: the decoder reads it first, so (random weights) the text changes
+    prompted = [client.audio.transcriptions.create(model="tiny-whisper", file=speech, prompt=prompt).text
+                for prompt in ("the cat sat", "hello world", "a quick brown fox jumps")]  # fmt: skip
+    assert any(text != plain.text for text in prompted), (plain.text, prompted)

@@ -252,3 +252,81 @@ def test_embeddings_fall_back_and_fallbacks_are_counted(fallback_server: ServerP
     assert metric(text, "vlmserve_fallbacks_total", model="embed-primary", fallback="embed-backup") >= 1
     assert metric(text, "vlmserve_fallbacks_total", model="primary", fallback="backup") >= 1
     assert metric(text, "vlmserve_fallbacks_total", model="picky", fallback="backup") == 0
+
+
+# --- what operators see: /health and the admin view ----------------------------------------------------------
+
+ADMIN_KEY, INFERENCE_KEY = "vs-pool-admin-secret", "vs-pool-inference-secret"
+
+
+def test_health_and_admin_view_show_each_replica_without_secrets() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with FakeUpstream() as live:
+        live_with_password = live.url.replace("http://", "http://operator:hunter2@")  # aiohttp sends it as Basic auth
+        model = {"name": "pooled", "engine": "ollama", "url": live_with_password, "replicas": [dead],
+                 "connect_timeout": 1.0, "cooldown": 3600, "health_interval": 3600}  # fmt: skip
+        keys = [ADMIN_KEY, {"key": INFERENCE_KEY, "id": "pool-infer", "scopes": ["inference"]}]
+        with running_server({"embedded_models": False, "models": [model], "api_keys": keys}) as server, \
+                httpx.Client(base_url=server.url, timeout=30) as http:  # fmt: skip
+            for _ in range(4):  # round-robin sends the second one to the dead replica: refused, retried on the live one
+                body = {"model": "pooled", "messages": MESSAGES, "stream": False}
+                answer = http.post("/api/chat", json=body, headers={"Authorization": f"Bearer {INFERENCE_KEY}"})
+                assert answer.status_code == 200 and answer.json()["message"]["content"] == expected_text(5)
+
+            health = http.get("/health")  # open to all: probes every replica, then reports them
+            assert health.status_code == 200 and "hunter2" not in health.text and "operator" not in health.text
+            engine = health.json()["engines"]["pooled"]
+            assert engine["reachable"] is True and engine["url"] == live.url
+            by_url = {r["url"]: r for r in engine["replicas"]}
+            assert list(by_url) == [live.url, dead]
+            assert by_url[dead]["status"] == "cooling_down" and by_url[dead]["cooldown_left_seconds"] > 3000
+            assert by_url[dead]["consecutive_failures"] >= 1 and by_url[dead]["failed"] >= 1
+            assert by_url[live.url]["status"] == "healthy" and by_url[live.url]["consecutive_failures"] == 0
+            assert by_url[live.url]["answered"] == 4 and by_url[live.url]["in_flight"] == 0
+
+            assert http.get("/admin/models").status_code == 401  # the admin view keeps its admin scope
+            denied = http.get("/admin/models", headers={"Authorization": f"Bearer {INFERENCE_KEY}"})
+            assert denied.status_code == 403
+            admin = http.get("/admin/models", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            assert admin.status_code == 200 and "hunter2" not in admin.text
+            (pooled,) = [m for m in admin.json()["models"] if m["name"] == "pooled"]
+            states = {r["url"]: r["status"] for r in pooled["replicas"]}
+            assert states == {live.url: "healthy", dead: "cooling_down"}
+            metrics = http.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+            assert metrics.status_code == 200 and f'replica="{live.url}"' in metrics.text
+            assert "hunter2" not in metrics.text and "operator" not in metrics.text
+    assert len([r for r in live.requests if r.path == "/api/chat"]) == 4
+
+
+def test_fallback_answers_name_the_model_asked_for_in_a_header(fallback_server: ServerProcess) -> None:
+    header = "x-vlmserve-fallback-from"
+    chat: dict[str, Any] = {"messages": MESSAGES, "max_tokens": 3}
+    requests: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/chat/completions", {"model": "primary", **chat}),
+        ("/v1/chat/completions", {"model": "broken", **chat, "stream": True}),
+        ("/v1/completions", {"model": "primary", "prompt": "Once", "max_tokens": 3}),
+        ("/v1/completions", {"model": "primary", "prompt": "Once", "max_tokens": 3, "stream": True}),
+        ("/api/chat", {"model": "broken", "messages": MESSAGES, "stream": False}),
+        ("/api/chat", {"model": "primary", "messages": MESSAGES}),  # Ollama streams by default
+        ("/api/generate", {"model": "primary", "prompt": "Say something", "stream": False}),
+    ]
+    embeddings: list[tuple[str, dict[str, Any]]] = [
+        ("/v1/embeddings", {"model": "embed-primary", "input": "a cat"}),
+        ("/api/embed", {"model": "embed-primary", "input": "a cat"}),
+        ("/api/embeddings", {"model": "embed-primary", "prompt": "a cat"}),
+    ]
+    with httpx.Client(base_url=fallback_server.url, timeout=30) as http:
+        for path, body in requests:
+            response = http.post(path, json=body)
+            assert response.status_code == 200 and "backup" in response.text, (path, response.text)
+            assert response.headers.get(header) == body["model"], (path, dict(response.headers))
+        for path, body in embeddings:
+            response = http.post(path, json=body)
+            assert response.status_code == 200 and response.headers.get(header) == "embed-primary", path
+        # a model that answers itself sends no such header
+        direct = http.post("/v1/chat/completions", json={"model": "backup", **chat})
+        assert direct.status_code == 200 and header not in direct.headers
+        assert header not in http.post("/v1/embeddings", json={"model": "embed-backup", "input": "x"}).headers
+    with openai.OpenAI(base_url=fallback_server.url + "/v1", api_key="unused", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(model="primary", messages=MESSAGES)  # type: ignore[arg-type]
+        assert raw.headers[header] == "primary" and raw.parse().model == "backup"

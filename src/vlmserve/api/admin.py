@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from vlmserve.api.state import AppState, JSONBytes, state_of
+from vlmserve.backends.pool import PoolBackend
 from vlmserve.scheduler.memory import MB, machine_memory_bytes
 from vlmserve.scheduler.state import Runtime
 
@@ -21,7 +23,7 @@ def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:
     expires_in = None if runtime.expires_at is None else round(runtime.expires_at - now_mono, 1)
     counters = state.scheduler.config.counters
     name = runtime.spec.name
-    return {
+    info: dict[str, Any] = {
         "name": name, "engine": runtime.spec.engine, "state": runtime.state, "pinned": runtime.spec.pin,
         "priority": runtime.spec.priority, "parallel": runtime.spec.parallel, "in_flight": runtime.in_flight,
         "queued": state.scheduler.queued(name), "expires_in_seconds": expires_in,
@@ -29,6 +31,9 @@ def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:
         "loads": {reason: n for (kind, model, reason), n in counters.items() if kind == "load" and model == name},
         "unloads": {reason: n for (kind, model, reason), n in counters.items() if kind == "unload" and model == name},
     }
+    if isinstance(runtime.backend, PoolBackend):  # pooled remote model: each upstream's health and load
+        info["replicas"] = [asdict(replica) for replica in runtime.backend.replica_states()]
+    return info
 
 
 @router.get("/models")

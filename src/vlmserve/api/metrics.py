@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
-from vlmserve.backends.pool import PoolBackend
+from vlmserve.backends.pool import PoolBackend, public_url
 from vlmserve.context import RequestContext
 from vlmserve.service.fallback import FallbackCounts
 
@@ -132,11 +132,12 @@ class _PoolCollector(Collector):
             if not isinstance(pool, PoolBackend):
                 continue
             for replica in pool.replicas:
-                healthy.add_metric([name, replica.url], 1.0 if pool.is_up(replica) else 0.0)
-                busy.add_metric([name, replica.url], replica.in_flight)
-                attempts.add_metric([name, replica.url, "ok"], replica.answered)
-                attempts.add_metric([name, replica.url, "failed"], replica.failed)
-                cooldowns.add_metric([name, replica.url], replica.cooldowns)
+                url = public_url(replica.url)  # never a password from the URL in a label
+                healthy.add_metric([name, url], 1.0 if pool.is_up(replica) else 0.0)
+                busy.add_metric([name, url], replica.in_flight)
+                attempts.add_metric([name, url, "ok"], replica.answered)
+                attempts.add_metric([name, url, "failed"], replica.failed)
+                cooldowns.add_metric([name, url], replica.cooldowns)
             for error_type, count in list(pool.retries.items()):
                 retries.add_metric([name, error_type], count)
         fallbacks = CounterMetricFamily("vlmserve_fallbacks", "requests answered by a fallback model",

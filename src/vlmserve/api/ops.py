@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -11,6 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from vlmserve import __version__
 from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.backends.pool import PoolBackend, public_url
 
 router = APIRouter(tags=["ops"])
 
@@ -35,7 +37,9 @@ async def health(request: Request) -> Response:
             info["reachable"] = await runtime.backend.health() if loaded else None
         else:
             info["reachable"] = await runtime.backend.health()
-            info["url"] = spec.url
+            info["url"] = public_url(spec.url) if spec.url else None
+            if isinstance(runtime.backend, PoolBackend):  # read after the probe above, which updated them
+                info["replicas"] = [asdict(replica) for replica in runtime.backend.replica_states()]
         return info
 
     names = [spec.name for spec in state.catalog.all()]

@@ -43,6 +43,14 @@ def client_of(request: Request, fallback: str | None = None) -> str:
     return request.headers.get("x-client-id") or fallback or ""
 
 
+FALLBACK_FROM_HEADER = "x-vlmserve-fallback-from"
+
+
+def fallback_headers(asked: str) -> dict[str, str]:
+    """The response header naming the model asked for when a fallback model answered instead ('' = none did)."""
+    return {FALLBACK_FROM_HEADER: asked} if asked else {}
+
+
 def state_of(request: Request) -> AppState:
     state: AppState = request.app.state.vlm
     return state

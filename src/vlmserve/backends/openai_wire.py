@@ -53,6 +53,11 @@ def sampling_to_wire(sampling: SamplingParams) -> dict[str, Any]:
         body["repeat_penalty"] = sampling.repeat_penalty
     if sampling.stop:
         body["stop"] = sampling.stop
+    # set by transcriptions only: the speech runner reads them; a remote engine sees two extra fields
+    if sampling.language is not None:
+        body["language"] = sampling.language
+    if sampling.transcript_prompt is not None:
+        body["transcript_prompt"] = sampling.transcript_prompt
     return body
 
 
@@ -127,4 +132,6 @@ def sampling_from_wire(body: dict[str, Any]) -> SamplingParams:
         seed=body.get("seed"),
         stop=[stop] if isinstance(stop, str) else list(stop),
         repeat_penalty=body.get("repeat_penalty"),
+        language=body.get("language"),
+        transcript_prompt=body.get("transcript_prompt"),
     )

@@ -25,7 +25,8 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar, cast
+from typing import Literal, Protocol, TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
@@ -79,6 +80,35 @@ class Replica:
         return now >= self.down_until
 
 
+ReplicaStatus = Literal["healthy", "on_probation", "cooling_down"]
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """A read-only snapshot of one replica for operators (GET /health, GET /admin/models)."""
+
+    url: str  # without user:password
+    status: ReplicaStatus  # on_probation: its cooldown ended, its next request decides
+    cooldown_left_seconds: float
+    in_flight: int
+    consecutive_failures: int
+    answered: int
+    failed: int
+    cooldowns: int
+
+
+def public_url(url: str) -> str:
+    """`url` without the user:password an upstream URL may carry: what is safe to show."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 literal needs its brackets back
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port is not None else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class PoolBackend:
     """The Backend protocol over N member backends of one remote model (one per URL)."""
 
@@ -105,6 +135,21 @@ class PoolBackend:
     def is_up(self, replica: Replica) -> bool:
         """True when the replica takes traffic (healthy or on probation), False while it cools down."""
         return replica.available(self._clock())
+
+    def replica_states(self) -> list[ReplicaState]:
+        """Every replica's state now, in configuration order (reads only: probes nothing, changes nothing)."""
+        now = self._clock()
+        states = []
+        for replica in self.replicas:
+            up = replica.available(now)
+            status: ReplicaStatus = "cooling_down" if not up else "on_probation" if replica.cooling else "healthy"
+            states.append(ReplicaState(
+                url=public_url(replica.url), status=status,
+                cooldown_left_seconds=0.0 if up else round(replica.down_until - now, 1),
+                in_flight=replica.in_flight, consecutive_failures=replica.failures, answered=replica.answered,
+                failed=replica.failed, cooldowns=replica.cooldowns,
+            ))  # fmt: skip
+        return states
 
     @property
     def loaded(self) -> bool:

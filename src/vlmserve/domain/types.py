@@ -124,6 +124,10 @@ class SamplingParams:
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     repeat_penalty: float | None = None
+    # speech-to-text only (POST /v1/audio/transcriptions): the spoken language (ISO-639-1) and a text that
+    # conditions the transcript (spellings, previous words); other engines ignore them
+    language: str | None = None
+    transcript_prompt: str | None = None
 
 
 @dataclass(slots=True)

@@ -90,6 +90,11 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         sampling = sampling_from_wire(body)
         cancel = threading.Event()
         stream = _run_in_thread(lambda: _locked(lock, engine.generate(messages, sampling, cancel)), cancel)
+        try:
+            first = await anext(stream, None)
+        except VlmServeError as exc:  # refused before any output (a bad option): its own status, not in-band
+            return _error(exc.status, exc.message)
+        stream = _chained(first, stream, cancel)
         if body.get("stream"):
             return StreamingResponse(_sse(stream, spec.name, chat), media_type="text/event-stream")
         text, final = [], ChatChunk()
@@ -115,6 +120,18 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         Route("/v1/embeddings", embeddings, methods=["POST"]),
     ]
     return Starlette(routes=routes)
+
+
+async def _chained(
+    first: ChatChunk | None, rest: AsyncIterator[ChatChunk], cancel: threading.Event
+) -> AsyncIterator[ChatChunk]:
+    try:
+        if first is not None:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:  # the client went away: the engine stops at its next token, as _run_in_thread does
+        cancel.set()
 
 
 def _locked(lock: threading.Lock, chunks: Iterator[ChatChunk]) -> Iterator[ChatChunk]:

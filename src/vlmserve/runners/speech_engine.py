@@ -4,6 +4,9 @@ Loads with AutoProcessor + AutoModelForSpeechSeq2Seq. Audio reaches it as OpenAI
 mono WAV, prepared by the gateway's media pipeline); the answer is the transcript of every audio part in the
 conversation. Long audio is cut into the feature extractor's window (30 s for Whisper) and transcribed piece by
 piece, one chunk per piece, so the cancel event is honoured between pieces.
+The transcription options reach Whisper's generate: `language` (checked against the model's language tokens;
+an English-only model takes only "en") and the prompt, as `prompt_ids` from the processor (its last
+`max_target_positions // 2 - 1` tokens, as OpenAI's Whisper keeps), which conditions every window.
 """
 
 from __future__ import annotations
@@ -65,11 +68,44 @@ class SpeechEngine:
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos_ids, tokenizer.eos_token_id] if i is not None}
 
+    def _language(self, language: str) -> str | None:
+        """The language to hand to generate (None: the model's only one), or BadRequest when it has no token."""
+        code = language.strip().lower()
+        generation = self.model.generation_config
+        known: dict[str, int] = getattr(generation, "lang_to_id", None) or {}
+        if not getattr(generation, "is_multilingual", bool(known)) or not known:
+            if code == "en":  # an English-only model (whisper-*.en) transcribes English without being told
+                return None
+            raise BadRequest(f"model '{self.spec.name}' transcribes English only, not language '{language}'",
+                             param="language")  # fmt: skip
+        if f"<|{code}|>" not in known:
+            codes = ", ".join(sorted(token.strip("<|>") for token in known))
+            raise BadRequest(f"model '{self.spec.name}' does not know language '{language}' (it knows: {codes})",
+                             param="language")  # fmt: skip
+        return code
+
+    def _prompt_ids(self, prompt: str) -> Any:
+        """`<|startofprev|>` + the prompt's last tokens: the decoder reads them before the audio's tokens."""
+        ids = self.processor.get_prompt_ids(prompt, return_tensors="pt")
+        keep = self.max_positions // 2 - 1
+        if len(ids) > keep + 1:
+            ids = ids[[0, *range(len(ids) - keep, len(ids))]]
+        return ids.to(self.device)
+
     def _generate_kwargs(self, sampling: SamplingParams) -> dict[str, Any]:
         import torch
 
-        limit = max(1, self.max_positions - 8)  # room for the decoder prompt (start, language, task tokens)
-        kwargs: dict[str, Any] = {"max_new_tokens": min(sampling.max_tokens or DEFAULT_MAX_TOKENS, limit)}
+        kwargs: dict[str, Any] = {}
+        if sampling.language:
+            language = self._language(sampling.language)
+            if language is not None:
+                kwargs["language"] = language
+        if sampling.transcript_prompt and sampling.transcript_prompt.strip():
+            kwargs["prompt_ids"] = self._prompt_ids(sampling.transcript_prompt)
+        prompt = len(kwargs["prompt_ids"]) if "prompt_ids" in kwargs else 0
+        # generate refuses prompt + start/language/task/no-timestamps tokens + new tokens > max_target_positions
+        limit = max(1, self.max_positions - prompt - 8)
+        kwargs["max_new_tokens"] = min(sampling.max_tokens or DEFAULT_MAX_TOKENS, limit)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         if sampling.temperature:

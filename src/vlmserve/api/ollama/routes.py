@@ -14,10 +14,10 @@ from starlette.responses import Response, StreamingResponse
 from vlmserve.api.ollama import adapter
 from vlmserve.api.ollama import protocol as p
 from vlmserve.api.ollama.errors import error_message
-from vlmserve.api.state import AppState, JSONBytes, client_of, state_of
+from vlmserve.api.state import AppState, JSONBytes, client_of, fallback_headers, state_of
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.domain.types import ChatRequest, Usage
+from vlmserve.domain.types import Capability, ChatRequest, Usage
 from vlmserve.errors import VlmServeError
 from vlmserve.service.chat import ChatStream
 
@@ -50,8 +50,9 @@ async def _ndjson(stream: ChatStream, model: str, key: str) -> AsyncIterator[byt
 
 async def _answer(state: AppState, stream: ChatStream, request_model: str, key: str, streaming: bool) -> Response:
     request_model = stream.model if stream.fallback_from else request_model  # name the model that answered
+    headers = fallback_headers(stream.fallback_from)
     if streaming:
-        return StreamingResponse(_ndjson(stream, request_model, key), media_type=NDJSON)
+        return StreamingResponse(_ndjson(stream, request_model, key), media_type=NDJSON, headers=headers)
     result = await state.chat.collect(stream)
     return JSONBytes(
         {
@@ -59,7 +60,8 @@ async def _answer(state: AppState, stream: ChatStream, request_model: str, key: 
             "done": True,
             "done_reason": result.finish_reason,
             **adapter.final_stats(result.timings, result.usage),
-        }
+        },
+        headers=headers,
     )
 
 
@@ -116,7 +118,8 @@ async def embed(body: p.EmbedRequest, request: Request) -> Response:
     began = time.perf_counter_ns()
     domain = adapter.embed_to_domain(body)
     domain.client = client_of(request)
-    _model, result, load_ns = await state_of(request).embed.embed(domain)
+    state = state_of(request)
+    model, result, load_ns = await state.embed.embed(domain)
     return JSONBytes(
         {
             "model": body.model,
@@ -124,7 +127,8 @@ async def embed(body: p.EmbedRequest, request: Request) -> Response:
             "total_duration": time.perf_counter_ns() - began,
             "load_duration": load_ns,
             "prompt_eval_count": result.prompt_tokens,
-        }
+        },
+        headers=_embed_fallback_headers(state, body.model, model),
     )
 
 
@@ -133,8 +137,14 @@ async def legacy_embeddings(body: p.LegacyEmbeddingsRequest, request: Request) -
     domain = adapter.embed_to_domain(
         p.EmbedRequest(model=body.model, input=body.prompt or " ", keep_alive=body.keep_alive)
     )
-    _model, result, _load = await state_of(request).embed.embed(domain)
-    return JSONBytes({"embedding": result.vectors[0]})
+    state = state_of(request)
+    model, result, _load = await state.embed.embed(domain)
+    return JSONBytes({"embedding": result.vectors[0]}, headers=_embed_fallback_headers(state, body.model, model))
+
+
+def _embed_fallback_headers(state: AppState, asked: str, answered: str) -> dict[str, str]:
+    resolved = state.catalog.resolve(asked, Capability.EMBEDDING).name
+    return fallback_headers(resolved if resolved != answered else "")
 
 
 def _file_size(spec: ModelSpec) -> int:

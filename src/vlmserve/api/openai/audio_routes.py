@@ -2,11 +2,13 @@
 
 The upload becomes one chat request whose user message holds the audio, so it takes the same path as an
 `input_audio` chat part (capability check, media limits, scheduler, runner) and engines need no second
-protocol. `language` and `prompt` are accepted for compatibility; they are not passed to the engine yet.
+protocol. `language` (ISO-639-1, its form checked here) and `prompt` travel with the sampling options to the
+engine, which checks the language against the model (runners/speech_engine.py): an unknown one is a 400.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal, cast
 
 from fastapi import APIRouter, Request
@@ -35,6 +37,14 @@ def _temperature(raw: str | None) -> float | None:
     return value
 
 
+def _language(raw: str | None) -> str | None:
+    if raw is None or not raw.strip():
+        return None
+    if not re.fullmatch(r"[A-Za-z]{2,3}", raw.strip()):  # ISO-639-1 (Whisper also has "haw" and "yue")
+        raise BadRequest("language must be an ISO-639-1 code such as 'en'", param="language")
+    return raw.strip().lower()
+
+
 def _body(text: str, fmt: ResponseFormat, duration: float, language: str | None) -> Response:
     if fmt == "text":
         return PlainTextResponse(text)
@@ -51,16 +61,16 @@ async def transcriptions(request: Request) -> Response:
     fmt = fields.get("response_format") or "json"
     if fmt not in _FORMATS:
         raise BadRequest(f"response_format must be one of {', '.join(_FORMATS)}", param="response_format")
+    language = _language(fields.get("language"))
     state = state_of(request)
     media = state.chat.media
     data = await upload.read()
     # decoded here once: the duration is needed for verbose_json, and the pipeline passes AudioParts through
     audio = await prepare_audio_async(data, media.audio, field="file")
-    domain = ChatRequest(
-        model=fields.get("model", ""),
-        messages=[Message(role="user", parts=[audio])],
-        sampling=SamplingParams(temperature=_temperature(fields.get("temperature"))),
-    )
+    sampling = SamplingParams(temperature=_temperature(fields.get("temperature")), language=language,
+                              transcript_prompt=fields.get("prompt") or None)  # fmt: skip
+    domain = ChatRequest(model=fields.get("model", ""), messages=[Message(role="user", parts=[audio])],
+                         sampling=sampling)  # fmt: skip
     domain.client = client_of(request, fields.get("user"))
     result = await state.chat.collect(await state.chat.chat(domain))
-    return _body(result.text, cast(ResponseFormat, fmt), audio.duration, fields.get("language"))
+    return _body(result.text, cast(ResponseFormat, fmt), audio.duration, language)

@@ -14,8 +14,9 @@ from starlette.responses import Response, StreamingResponse
 from vlmserve.api.openai import adapter
 from vlmserve.api.openai import protocol as p
 from vlmserve.api.openai.errors import error_body
-from vlmserve.api.state import JSONBytes, client_of, state_of
+from vlmserve.api.state import JSONBytes, client_of, fallback_headers, state_of
 from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.types import Capability
 from vlmserve.errors import VlmServeError
 from vlmserve.service.chat import ChatStream
 
@@ -60,8 +61,9 @@ async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> R
     domain.client = client_of(request, body.user)
     stream = await state.chat.chat(domain)
     rid = f"chatcmpl-{uuid.uuid4().hex}"
+    headers = fallback_headers(stream.fallback_from)
     if not body.stream:
-        return JSONBytes(adapter.chat_response(rid, stream.model, await state.chat.collect(stream)))
+        return JSONBytes(adapter.chat_response(rid, stream.model, await state.chat.collect(stream)), headers=headers)
     created = int(time.time())
     first = [True]
 
@@ -74,7 +76,9 @@ async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> R
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _sse_stream(stream, rid, include_usage, make_chunk), media_type="text/event-stream", headers=SSE_HEADERS
+        _sse_stream(stream, rid, include_usage, make_chunk),
+        media_type="text/event-stream",
+        headers={**SSE_HEADERS, **headers},
     )
 
 
@@ -85,8 +89,10 @@ async def completions(body: p.CompletionRequest, request: Request) -> Response:
     domain.client = client_of(request, body.user)
     stream = await state.chat.complete(domain)
     rid = f"cmpl-{uuid.uuid4().hex}"
+    headers = fallback_headers(stream.fallback_from)
     if not body.stream:
-        return JSONBytes(adapter.completion_response(rid, stream.model, await state.chat.collect(stream)))
+        result = await state.chat.collect(stream)
+        return JSONBytes(adapter.completion_response(rid, stream.model, result), headers=headers)
     created = int(time.time())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
@@ -97,7 +103,7 @@ async def completions(body: p.CompletionRequest, request: Request) -> Response:
             lambda text, finish: adapter.completion_chunk(rid, stream.model, created, text, finish),
         ),
         media_type="text/event-stream",
-        headers=SSE_HEADERS,
+        headers={**SSE_HEADERS, **headers},
     )
 
 
@@ -105,8 +111,11 @@ async def completions(body: p.CompletionRequest, request: Request) -> Response:
 async def embeddings(body: p.EmbeddingRequest, request: Request) -> Response:
     domain = adapter.embed_to_domain(body)
     domain.client = client_of(request, body.user)
-    model, result, _load_ns = await state_of(request).embed.embed(domain)
-    return JSONBytes(adapter.embeddings_response(model, result, body.encoding_format))
+    state = state_of(request)
+    model, result, _load_ns = await state.embed.embed(domain)
+    asked = state.catalog.resolve(body.model, Capability.EMBEDDING).name
+    headers = fallback_headers(asked if model != asked else "")
+    return JSONBytes(adapter.embeddings_response(model, result, body.encoding_format), headers=headers)
 
 
 def _model_card(spec: ModelSpec, created: int) -> dict[str, Any]:
