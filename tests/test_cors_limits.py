@@ -6,12 +6,13 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from fake_upstreams import FakeUpstream
+from fake_upstreams import Behaviour, FakeUpstream
 from server_process import ServerProcess, running_server
 
 from vlmserve.config import load_settings
@@ -169,3 +170,37 @@ def test_uvicorn_options_from_settings() -> None:
     assert options["timeout_keep_alive"] == 7 and options["h11_max_incomplete_event_size"] == 8192
     assert options["limit_concurrency"] == 50 and isinstance(options["http"], type)
     assert "log_config" not in uvicorn_options(load_settings(None))  # text: uvicorn's own formatting, as before
+
+
+def test_past_limit_concurrency_every_surface_gets_503_with_retry_after(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """limit_concurrency 2: one slow request holds a connection + a task, so the next connection is the 2nd."""
+    with FakeUpstream(Behaviour(initial_delay=3.0)) as upstream:
+        config = {
+            "embedded_models": False, "data_dir": str(tmp_path_factory.mktemp("edge-limit")), "limit_concurrency": 2,
+            "models": [{"name": "m1", "engine": "openai", "url": upstream.url, "remote_model": "fake"}],
+        }  # fmt: skip
+        with running_server(config) as proc, ThreadPoolExecutor(1) as pool:
+            body = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+            slow = pool.submit(httpx.post, proc.url + "/v1/chat/completions", json=body, timeout=30)
+            deadline = time.monotonic() + 10
+            while not any(r.path == "/v1/chat/completions" for r in upstream.requests):
+                assert time.monotonic() < deadline and not slow.done(), "the slow request never reached upstream"
+                time.sleep(0.02)
+            openai_style = httpx.post(proc.url + "/v1/chat/completions", json=body, timeout=10)
+            ollama_style = httpx.get(proc.url + "/api/tags", timeout=10)
+            plain = httpx.get(proc.url + "/health", timeout=10)
+            for refused in (openai_style, ollama_style, plain):
+                assert refused.status_code == 503 and refused.headers["retry-after"] == "1", refused.text
+                assert refused.headers["connection"] == "close"
+            error = openai_style.json()["error"]
+            assert error["type"] == "service_unavailable" and error["code"] == "concurrency_limit"
+            assert "concurrency limit (2)" in ollama_style.json()["error"]
+            assert ollama_style.json() == plain.json()  # {"error": "..."}: Ollama's shape and the plain routes'
+            assert slow.result().status_code == 200  # the request in flight was not disturbed
+            deadline = time.monotonic() + 10  # refused connections close on the server's side soon after
+            while (after := httpx.post(proc.url + "/v1/chat/completions", json=body, timeout=30)).status_code == 503:
+                assert time.monotonic() < deadline, after.text
+                time.sleep(0.1)
+            assert after.status_code == 200, after.text

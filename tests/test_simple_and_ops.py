@@ -25,6 +25,20 @@ def test_process_multipart(server: ServerProcess) -> None:
     assert "42.50" in response.json()["response"]
 
 
+def test_ocr_pipeline_uses_the_chat_models_greedy_defaults(server: ServerProcess) -> None:
+    """smollm2 is greedy by default; the pipeline must hand it those defaults, so one question gets one answer."""
+    answers = {
+        httpx.post(
+            server.url + "/process",
+            timeout=120,
+            files={"image": ("receipt.png", text_image("TOTAL 17.25 EUR"), "image/png")},
+            data={"message": "What is the total amount?", "model": "smollm2-ocr"},
+        ).json()["response"]
+        for _ in range(3)
+    }
+    assert len(answers) == 1, answers
+
+
 def test_process_with_explicit_ocr_model(server: ServerProcess) -> None:
     response = httpx.post(
         server.url + "/process",

@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     )
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="largest request line + headers (431 beyond)")
     limit_concurrency: int | None = Field(
-        None, ge=1, description="open connections + requests before plain 503s (default: unlimited)"
+        None, ge=1, description="open connections + requests before 503 + Retry-After (default: unlimited)"
     )
 
     @field_validator("keep_alive", mode="before")

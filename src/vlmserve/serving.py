@@ -7,13 +7,16 @@ opens connections and then trickles bytes ("slow loris") would hold each one for
   request of a keep-alive connection;
 - `BodyTimeout` (ASGI) gives the body `request_body_timeout` seconds from the end of the headers: past that the
   handler's read fails with 408 in the surface's error format and the connection is closed.
-Idle keep-alive connections close after `timeout_keep_alive`; `limit_concurrency` (off by default) makes
-uvicorn answer plain 503s past that many connections + requests.
+Idle keep-alive connections close after `timeout_keep_alive`. `limit_concurrency` (off by default): past that
+many open connections or requests in flight a request gets 503 + `Retry-After: 1` in its surface's error format
+(`concurrency_gate`; uvicorn's own refusal is a plain-text 503 without Retry-After).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Sized
 from typing import Any
 
 import orjson
@@ -21,6 +24,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vlmserve.config import Settings
+from vlmserve.errors import Unavailable
+
+log = logging.getLogger("vlmserve.serving")
 
 
 def _refusal(status: int, reason: str, message: str) -> bytes:
@@ -60,6 +66,14 @@ def edge_protocol(settings: Settings, base: type[asyncio.Protocol] | None = None
         _head_bytes = 0
         _head_tail = b""  # the last bytes seen, for a blank line split between two reads
         _head_cycle: object = None
+        app: ASGIApp  # set by uvicorn's __init__
+        limit_concurrency: int | None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            if self.limit_concurrency is not None:  # decided by our gate instead, whose 503 has Retry-After
+                self.app = concurrency_gate(self.app, self.limit_concurrency, self.connections, self.tasks)
+                self.limit_concurrency = None
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
@@ -105,6 +119,27 @@ def edge_protocol(settings: Settings, base: type[asyncio.Protocol] | None = None
             super().connection_lost(exc)
 
     return EdgeProtocol
+
+
+def concurrency_gate(app: ASGIApp, limit: int, connections: Sized, tasks: Sized) -> ASGIApp:
+    """uvicorn's `limit_concurrency` test on the server's open connections and request tasks, with a 503 that
+    carries `Retry-After: 1` and the surface's error body. uvicorn tests before it starts a request's task; here
+    that task already runs, so it is not counted among those in flight."""
+
+    async def gated(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or (len(connections) < limit and len(tasks) - 1 < limit):
+            await app(scope, receive, send)
+            return
+        from vlmserve.api.app import error_response  # here: vlmserve.api.app imports this module
+
+        log.warning("limit_concurrency (%d) reached: 503 to %s %s", limit, scope["method"], scope["path"])
+        refusal = Unavailable(f"the server is at its concurrency limit ({limit}); retry shortly",
+                              retry_after=1.0, code="concurrency_limit")  # fmt: skip
+        response = error_response(scope["path"], refusal)
+        response.headers["connection"] = "close"  # as uvicorn's own refusal: the client reconnects later
+        await response(scope, receive, send)
+
+    return gated
 
 
 class BodyTimeout:

@@ -163,3 +163,28 @@ def test_serve_refuses_a_broken_pulled_catalog(tmp_path: Path) -> None:
     result = run("serve", "--data-dir", str(tmp_path), "--embedded-models", "false")
     assert result.exit_code == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "needs `path`" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--rpm", "--tpm", "--concurrency"])
+def test_keys_create_refuses_limits_the_key_table_cannot_hold(tmp_path: Path, flag: str) -> None:
+    where = ["keys", "--data-dir", str(tmp_path)]
+    too_big = run(*where, "create", flag, str(2**63))
+    assert too_big.exit_code == 2
+    assert f"Invalid value for '{flag}'" in too_big.stderr and str(2**63 - 1) in too_big.stderr
+    assert "Traceback" not in too_big.output and run(*where, "list").stdout == ""  # nothing was stored
+    largest = run(*where, "create", flag, str(2**63 - 1))
+    assert largest.exit_code == 0, largest.output
+    assert f"{flag[2:]}={2**63 - 1}" in run(*where, "list").stdout
+
+
+async def test_the_key_store_refuses_them_for_any_caller(tmp_path: Path) -> None:
+    from vlmserve.jobs.db import open_driver
+    from vlmserve.security.keys import KeyStore
+
+    driver = await open_driver(None, tmp_path, None)
+    try:
+        with pytest.raises(ValueError, match=rf"tpm must be between 0 and {2**63 - 1} \(got {2**63}\)"):
+            await KeyStore(driver).create(scopes=["inference"], tpm=2**63)
+        assert await KeyStore(driver).list() == []
+    finally:
+        await driver.close()

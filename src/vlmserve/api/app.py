@@ -29,7 +29,7 @@ from vlmserve.api.state import AppState, JSONBytes
 from vlmserve.backends.registry import build_backend
 from vlmserve.config import Settings
 from vlmserve.context import note_error
-from vlmserve.errors import BadRequest, NotFound, PayloadTooLarge, VlmServeError
+from vlmserve.errors import BadRequest, NotFound, PayloadTooLarge, VlmServeError, retry_after_of
 from vlmserve.media.pipeline import MediaPipeline
 from vlmserve.scheduler.core import Scheduler
 from vlmserve.scheduler.memory import default_budget_bytes
@@ -76,7 +76,9 @@ def error_response(path: str, exc: VlmServeError) -> Response:
         return openai_errors.error_response(exc)
     if path.startswith("/api/"):
         return ollama_errors.error_response(exc)
-    return JSONBytes({"error": exc.message}, status_code=exc.status)
+    retry = retry_after_of(exc)  # every 429/503 says when to come back, on this surface too
+    headers = {"Retry-After": str(int(max(1, retry)))} if retry is not None else None
+    return JSONBytes({"error": exc.message}, status_code=exc.status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

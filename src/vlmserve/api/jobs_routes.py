@@ -2,6 +2,10 @@
 
 POST /analyze/async   same JSON body as POST /analyze  -> 202 {"id", "status": "pending"}
 GET  /job/{id}                                          -> {"id", "status": pending|complete|failed, ...}
+
+API keys: a key with a model allowlist may submit jobs only on those models (403 `model_not_allowed` at
+submission, as /analyze answers; the model resolved then is the one the job runs on). A job is readable only by
+the key that submitted it (others get 404, as for an unknown id); jobs submitted with no key are open to all.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from starlette.responses import Response
 
 from vlmserve.api.openai.files_routes import jobs_of
 from vlmserve.api.simple import AnalyzeRequest
-from vlmserve.api.state import JSONBytes
-from vlmserve.errors import NotFound
+from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.context import current, note_model
+from vlmserve.domain.types import Capability
+from vlmserve.errors import NotFound, VlmServeError
 from vlmserve.media.images import decode_base64
 
 router = APIRouter(tags=["jobs"])
@@ -38,11 +44,24 @@ def job_object(row: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def _checked_body(body: AnalyzeRequest, request: Request) -> dict[str, Any]:
+    """The job's body, its model checked against the key's allowlist as /analyze checks it (403). The resolved
+    name is pinned, so a default model changed before the job runs cannot bypass the check. A model that does
+    not resolve is left as asked: the job fails when it runs, as it always has."""
+    try:
+        spec = state_of(request).catalog.resolve(body.model, Capability.VISION)
+    except VlmServeError:
+        return body.model_dump()
+    note_model(spec.name)  # PermissionDenied (model_not_allowed) for a key limited to other models
+    return {**body.model_dump(), "model": spec.name}
+
+
 @router.post("/analyze/async", status_code=202)
 async def analyze_async(body: AnalyzeRequest, request: Request) -> Response:
     jobs = jobs_of(request)
     decode_base64(body.image_base64.split(",", 1)[-1], field="image_base64")  # bad base64 is a 400 now
-    row = await jobs.store.create_job("analyze", body.model_dump())
+    ctx = current.get()
+    row = await jobs.store.create_job("analyze", _checked_body(body, request), ctx.key_id if ctx else None)
     jobs.wake()
     return JSONBytes({**job_object(row), "job_id": row["id"]}, status_code=202)
 
@@ -50,6 +69,8 @@ async def analyze_async(body: AnalyzeRequest, request: Request) -> Response:
 @router.get("/job/{job_id}")
 async def get_job(job_id: str, request: Request) -> Response:
     row = await jobs_of(request).store.get_job(job_id)
-    if row is None:
+    ctx = current.get()
+    asker = ctx.key_id if ctx is not None else None
+    if row is None or (asker is not None and row["key_id"] not in (None, asker)):
         raise NotFound(f"no job with id '{job_id}'", param="job_id")
     return JSONBytes(job_object(row))

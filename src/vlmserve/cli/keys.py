@@ -15,7 +15,7 @@ from vlmserve.cli.common import err, fail, out
 from vlmserve.cli.settings_flags import settings_or_exit
 from vlmserve.config import Settings, data_dir_path
 from vlmserve.jobs.db import open_driver
-from vlmserve.security.keys import SCOPES, KeyStore
+from vlmserve.security.keys import LIMIT_MAX, SCOPES, KeyStore
 
 app = typer.Typer(help="API keys (stored hashed in the server's database).", no_args_is_help=True)
 Result = TypeVar("Result")
@@ -72,9 +72,16 @@ def create(
     name: Annotated[str, typer.Option(help="a label for people")] = "",
     scope: Annotated[list[str] | None, typer.Option(help=SCOPE_HELP)] = None,
     model: Annotated[list[str] | None, typer.Option(help="allowed model, repeatable (default: all)")] = None,
-    rpm: Annotated[int | None, typer.Option(min=0, help="requests per minute (default: server's)")] = None,
-    tpm: Annotated[int | None, typer.Option(min=0, help="tokens per minute (default: server's)")] = None,
-    concurrency: Annotated[int | None, typer.Option(min=0, help="requests in flight (default: server's)")] = None,
+    # max: the key table's BIGINT columns; a larger number is a usage error (exit 2), not a driver traceback
+    rpm: Annotated[
+        int | None, typer.Option(min=0, max=LIMIT_MAX, help="requests per minute (default: server's)")
+    ] = None,
+    tpm: Annotated[
+        int | None, typer.Option(min=0, max=LIMIT_MAX, help="tokens per minute (default: server's)")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option(min=0, max=LIMIT_MAX, help="requests in flight (default: server's)")
+    ] = None,
 ) -> None:
     """Create a key and print its secret once (on stdout)."""
     unknown = [s for s in scope or [] if s not in SCOPES]

@@ -56,4 +56,9 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "the creating API key's model allowlist on each batch (JSON list; NULL: every model)",
         ["ALTER TABLE vlm_batches ADD COLUMN models TEXT"],
     ),
+    (
+        4,
+        "the id of the API key that submitted each async job (NULL: submitted with no key)",
+        ["ALTER TABLE vlm_jobs ADD COLUMN key_id TEXT"],
+    ),
 ]

@@ -340,11 +340,12 @@ class Store:
         )
 
     # ---- async single jobs
-    async def create_job(self, kind: str, body: dict[str, Any]) -> Row:
+    async def create_job(self, kind: str, body: dict[str, Any], key_id: str | None = None) -> Row:
+        """`key_id`: the submitting API key (None: no key); only that key may read the job back."""
         job_id = new_id("job-")
         await self.db.execute(
-            "INSERT INTO vlm_jobs (id, kind, status, body, created_at) VALUES (?, ?, 'pending', ?, ?)",
-            job_id, kind, orjson.dumps(body).decode(), time.time(),
+            "INSERT INTO vlm_jobs (id, kind, status, body, created_at, key_id) VALUES (?, ?, 'pending', ?, ?, ?)",
+            job_id, kind, orjson.dumps(body).decode(), time.time(), key_id,
         )  # fmt: skip
         job = await self.get_job(job_id)
         assert job is not None
@@ -352,7 +353,8 @@ class Store:
 
     async def get_job(self, job_id: str) -> Row | None:
         rows = await self.db.fetch(
-            "SELECT id, kind, status, result, error, attempts, created_at, completed_at FROM vlm_jobs WHERE id = ?",
+            "SELECT id, kind, status, result, error, attempts, created_at, completed_at, key_id FROM vlm_jobs "
+            "WHERE id = ?",
             job_id,
         )
         return rows[0] if rows else None

@@ -22,6 +22,7 @@ from vlmserve.jobs.db import Driver, Row
 log = logging.getLogger("vlmserve.keys")
 SCOPES = ("inference", "batch", "admin")
 SECRET_PREFIX = "vs-"
+LIMIT_MAX = 2**63 - 1  # rpm / tpm / concurrency are BIGINT columns: a larger number overflows the driver
 
 
 def hash_secret(secret: str) -> str:
@@ -91,6 +92,9 @@ class KeyStore:
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown or not scopes:
             raise ValueError(f"scopes must be some of {', '.join(SCOPES)} (got {', '.join(unknown) or 'none'})")
+        for limit, value in (("rpm", rpm), ("tpm", tpm), ("concurrency", concurrency)):
+            if value is not None and not 0 <= value <= LIMIT_MAX:
+                raise ValueError(f"{limit} must be between 0 and {LIMIT_MAX} (got {value})")
         secret = new_secret()
         key = ApiKey(
             id=f"key_{uuid.uuid4().hex[:16]}", name=name, scopes=frozenset(scopes),

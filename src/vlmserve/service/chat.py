@@ -184,7 +184,9 @@ class ChatService:
             question = message.text.strip() or "What does the image say?"
             context = f'{question}\n\nThe image contains this text: "{read.text.strip()}"'
             messages.append(Message(role=message.role, parts=[TextPart(context)]))
-        inner = replace(request, model=chat_spec.name, messages=messages)
+        # the chat model's own defaults (smollm2: greedy) fill what the request and the pipeline left unset
+        sampling = apply_defaults(request.sampling, chat_spec)
+        inner = replace(request, model=chat_spec.name, messages=messages, sampling=sampling)
         async for chunk in self._run(chat_spec, inner, timings):
             yield chunk
 
