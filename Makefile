@@ -45,7 +45,8 @@ browser-deps:
 	else echo "browser-deps: run 'sudo apt-get install chromium chromium-driver' (the browser test skips without)"; fi
 
 lint: install-dev
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 
 bench: install-dev

@@ -129,11 +129,16 @@ def main() -> int:
                   f"ideal\n{args.capacity} slots"]  # fmt: skip
         colors = (BASELINE, BASELINE, VLMSERVE, "#dadce0")
         walls = [rows[2][2], rows[1][2], rows[0][2], ideal]
-        save_panels(args.plot, f"{args.lines}-line chat batch, engine with {args.capacity} slots and "
-                    f"{args.latency * 1000:.0f} ms per request", [
-            Panel("wall time", labels, walls, "seconds", "{:.1f}", colors, lower_is_better=True),
-            Panel("throughput", labels, [args.lines / w for w in walls], "lines/s", "{:.0f}", colors),
-        ], note=f"batch at capacity: {fraction:.2f} of the ideal, {sequential / rows[0][2]:.1f}x sequential; {store}")
+        save_panels(
+            args.plot,
+            f"{args.lines}-line chat batch, engine with {args.capacity} slots and "
+            f"{args.latency * 1000:.0f} ms per request",
+            [
+                Panel("wall time", labels, walls, "seconds", "{:.1f}", colors, lower_is_better=True),
+                Panel("throughput", labels, [args.lines / w for w in walls], "lines/s", "{:.0f}", colors),
+            ],
+            note=f"batch at capacity: {fraction:.2f} of the ideal, {sequential / rows[0][2]:.1f}x sequential; {store}",
+        )
     return 0
 
 

@@ -219,8 +219,13 @@ def report(fig: dict[str, Any]) -> str:
         ("c=1 added p50 (ms)", "", fig["added_p50_ms"], "<= 1 ms", verdict(fig["added_p50_ms"] <= 1.0)),
         ("c=64 non-stream req/s", fig["throughput_c64_rps"]["direct"], fig["throughput_c64_rps"]["gateway"], "", ""),
         ("c=64 req/s ratio", "", fig["throughput_ratio"], ">= 0.10", verdict(fig["throughput_ratio"] >= 0.10)),
-        (f"c=64 {STREAM_TOKENS}-token streams/s", fig["streams_c64_per_s"]["direct"],
-         fig["streams_c64_per_s"]["gateway"], "", ""),
+        (
+            f"c=64 {STREAM_TOKENS}-token streams/s",
+            fig["streams_c64_per_s"]["direct"],
+            fig["streams_c64_per_s"]["gateway"],
+            "",
+            "",
+        ),
         ("c=64 streams/s ratio", "", fig["streams_ratio"], ">= 0.05", verdict(fig["streams_ratio"] >= 0.05)),
     ]
     lines = [f"{'metric':<30}{'direct':>12}{'gateway':>12}  {'target':<10}{'result':<6}", "-" * 72]

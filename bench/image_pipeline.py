@@ -152,12 +152,16 @@ def main() -> None:
         naive_out = Image.open(io.BytesIO(naive(data))).convert("RGB")
         rss_vlm = peak_growth_mb("vlmserve", data, args.filter)
         rss_naive = peak_growth_mb("naive", data, args.filter)
-        print(f"{name:24} {len(data):>9} {t_naive:>9.1f} {t_vlm:>8.1f} {t_naive / t_vlm:>5.2f}x "
-              f"{psnr(px, reference):>7.1f}  {psnr(out, reference):>8.1f} {psnr(naive_out, reference):>10.1f} "
-              f"{rss_vlm:>8.1f} {rss_naive:>10.1f}")
+        print(
+            f"{name:24} {len(data):>9} {t_naive:>9.1f} {t_vlm:>8.1f} {t_naive / t_vlm:>5.2f}x "
+            f"{psnr(px, reference):>7.1f}  {psnr(out, reference):>8.1f} {psnr(naive_out, reference):>10.1f} "
+            f"{rss_vlm:>8.1f} {rss_naive:>10.1f}"
+        )
         rows.append((name, t_naive, t_vlm))
-    print("PSNR px: vlmserve's resized pixels vs reference; PSNR out: the q90 JPEG an engine gets;"
-          " naive out: the naive q85 JPEG")
+    print(
+        "PSNR px: vlmserve's resized pixels vs reference; PSNR out: the q90 JPEG an engine gets;"
+        " naive out: the naive q85 JPEG"
+    )
     if args.plot:
         write_chart(rows, args.plot)
 

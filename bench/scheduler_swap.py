@@ -88,8 +88,12 @@ async def run(ordering: str, args: argparse.Namespace) -> dict[str, float]:
     loads = sum(n for (kind, _, _), n in config.counters.items() if kind == "load")
     await scheduler.close()
     waits.sort()
-    return {"total_s": total, "loads": loads, "p50_wait_s": statistics.median(waits),
-            "p99_wait_s": waits[min(len(waits) - 1, int(len(waits) * 0.99))]}
+    return {
+        "total_s": total,
+        "loads": loads,
+        "p50_wait_s": statistics.median(waits),
+        "p99_wait_s": waits[min(len(waits) - 1, int(len(waits) * 0.99))],
+    }
 
 
 def main() -> None:
@@ -103,15 +107,21 @@ def main() -> None:
     fifo = asyncio.run(run("fifo", args))
     swap = asyncio.run(run("swap-aware", args))
     bound = args.bound + 2 * args.load + 2 * args.service + 0.1  # wait bound + drain + unload + load (+ slack)
-    print(f"2 models (600 MB each, budget 1000 MB), 2 clients x {args.requests} requests, load {args.load}s, "
-          f"service {args.service}s, max_swap_wait {args.bound}s")
+    print(
+        f"2 models (600 MB each, budget 1000 MB), 2 clients x {args.requests} requests, load {args.load}s, "
+        f"service {args.service}s, max_swap_wait {args.bound}s"
+    )
     print(f"{'':14}{'total s':>10}{'loads':>8}{'p50 wait s':>12}{'p99 wait s':>12}")
     for name, fig in (("fifo", fifo), ("swap-aware", swap)):
-        print(f"{name:14}{fig['total_s']:>10.2f}{fig['loads']:>8.0f}{fig['p50_wait_s']:>12.3f}{fig['p99_wait_s']:>12.3f}")
+        print(
+            f"{name:14}{fig['total_s']:>10.2f}{fig['loads']:>8.0f}{fig['p50_wait_s']:>12.3f}{fig['p99_wait_s']:>12.3f}"
+        )
     ratio = swap["total_s"] / fifo["total_s"]
-    print(f"total swap-aware / fifo: {ratio:.2f} (target <= 0.5: {'PASS' if ratio <= 0.5 else 'MISS'}); "
-          f"p99 wait {swap['p99_wait_s']:.2f}s vs bound {bound:.2f}s: "
-          f"{'PASS' if swap['p99_wait_s'] <= bound else 'MISS'}")
+    print(
+        f"total swap-aware / fifo: {ratio:.2f} (target <= 0.5: {'PASS' if ratio <= 0.5 else 'MISS'}); "
+        f"p99 wait {swap['p99_wait_s']:.2f}s vs bound {bound:.2f}s: "
+        f"{'PASS' if swap['p99_wait_s'] <= bound else 'MISS'}"
+    )
     if args.plot:
         labels = ("FIFO", "swap-aware")
         save_panels(args.plot, "Two models that do not fit together: FIFO vs swap-aware ordering", [

@@ -286,8 +286,11 @@ class FakeUpstream:
 
     def _error(self, path: str, status: int) -> _Answer:
         message = f"fake upstream error {status}"
-        payload: Body = {"error": message} if path.startswith("/api/") else {
-            "error": {"message": message, "type": "server_error", "param": None, "code": str(status)}}
+        payload: Body = (
+            {"error": message}
+            if path.startswith("/api/")
+            else {"error": {"message": message, "type": "server_error", "param": None, "code": str(status)}}
+        )
         headers = {"Retry-After": "2"} if status == 429 else {}
         return _Answer(status, orjson.dumps(payload), headers=headers)
 

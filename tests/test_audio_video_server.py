@@ -49,8 +49,15 @@ def text_video(path: Path, frames_per_label: int = 2, fps: float = 4.0) -> bytes
 @pytest.fixture(scope="module")
 def av_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     whisper = tiny_models.build_tiny_whisper(tmp_path_factory.mktemp("tiny-whisper") / "hf")
-    models = [{"name": "tiny-whisper", "engine": "transformers", "path": str(whisper), "capabilities": ["audio"],
-               "defaults": {"max_tokens": 8}}]
+    models = [
+        {
+            "name": "tiny-whisper",
+            "engine": "transformers",
+            "path": str(whisper),
+            "capabilities": ["audio"],
+            "defaults": {"max_tokens": 8},
+        }
+    ]
     config = {"embedded_models": True, "models": models, "max_audio_seconds": 5, "max_video_seconds": 30}
     with running_server(config) as server:
         yield server
@@ -69,13 +76,20 @@ def test_transcription_through_the_openai_client(client: openai.OpenAI) -> None:
 
 def test_transcription_formats(av_server: ServerProcess) -> None:
     files = {"file": ("speech.wav", wav_bytes(0.5), "audio/wav")}
-    text = httpx.post(av_server.url + "/v1/audio/transcriptions", files=files,
-                      data={"model": "tiny-whisper", "response_format": "text"}, timeout=60)
+    text = httpx.post(
+        av_server.url + "/v1/audio/transcriptions",
+        files=files,
+        data={"model": "tiny-whisper", "response_format": "text"},
+        timeout=60,
+    )
     assert text.status_code == 200, text.text
     assert text.headers["content-type"].startswith("text/plain")
-    verbose = httpx.post(av_server.url + "/v1/audio/transcriptions", files=files,
-                         data={"model": "tiny-whisper", "response_format": "verbose_json", "language": "en"},
-                         timeout=60)
+    verbose = httpx.post(
+        av_server.url + "/v1/audio/transcriptions",
+        files=files,
+        data={"model": "tiny-whisper", "response_format": "verbose_json", "language": "en"},
+        timeout=60,
+    )
     assert verbose.status_code == 200, verbose.text
     body = verbose.json()
     assert body["duration"] == pytest.approx(0.5, abs=0.01)
@@ -121,8 +135,9 @@ def _video_message(url: str) -> list[dict[str, object]]:
 def test_video_frames_read_by_ocr(av_server: ServerProcess, tmp_path: Path) -> None:
     data = text_video(tmp_path / "frames.avi")
     url = "data:video/x-msvideo;base64," + base64.b64encode(data).decode()
-    r = httpx.post(av_server.url + "/v1/chat/completions", json={"model": "rapidocr", "messages": _video_message(url)},
-                   timeout=120)
+    r = httpx.post(
+        av_server.url + "/v1/chat/completions", json={"model": "rapidocr", "messages": _video_message(url)}, timeout=120
+    )
     assert r.status_code == 200, r.text
     text = r.json()["choices"][0]["message"]["content"].upper()
     seen = {n for n in range(1, 9) if f"FRAME {n}" in text or f"FRAME{n}" in text}
@@ -131,13 +146,17 @@ def test_video_frames_read_by_ocr(av_server: ServerProcess, tmp_path: Path) -> N
 
 def test_video_garbage_and_too_long(av_server: ServerProcess, tmp_path: Path) -> None:
     garbage = "data:video/mp4;base64," + base64.b64encode(b"\x00\x00\x00\x18ftypmp42 but then junk" * 20).decode()
-    r = httpx.post(av_server.url + "/v1/chat/completions",
-                   json={"model": "rapidocr", "messages": _video_message(garbage)}, timeout=60)
+    r = httpx.post(
+        av_server.url + "/v1/chat/completions",
+        json={"model": "rapidocr", "messages": _video_message(garbage)},
+        timeout=60,
+    )
     assert r.status_code == 400, r.text
     long_video = text_video(tmp_path / "long.avi", frames_per_label=20, fps=4.0)  # 40 s > 30 s
     url = "data:video/x-msvideo;base64," + base64.b64encode(long_video).decode()
-    r = httpx.post(av_server.url + "/v1/chat/completions", json={"model": "rapidocr", "messages": _video_message(url)},
-                   timeout=60)
+    r = httpx.post(
+        av_server.url + "/v1/chat/completions", json={"model": "rapidocr", "messages": _video_message(url)}, timeout=60
+    )
     assert r.status_code == 413, r.text
 
 

@@ -42,7 +42,10 @@ def _models(upstream: FakeUpstream) -> list[dict[str, Any]]:
 def server(upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     data_dir = tmp_path_factory.mktemp("auth-data")
     config = {
-        "embedded_models": False, "data_dir": str(data_dir), "key_refresh_interval": 0.3, "models": _models(upstream),
+        "embedded_models": False,
+        "data_dir": str(data_dir),
+        "key_refresh_interval": 0.3,
+        "models": _models(upstream),
         "api_keys": [ADMIN, {"key": INFER, "id": "static-infer", "scopes": ["inference"], "models": ["m1"]}],
     }
     with running_server(config) as proc:

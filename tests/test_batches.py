@@ -231,8 +231,23 @@ def test_cli_batch_submit_waits_and_writes_output(server: ServerProcess, tmp_pat
     source = tmp_path / "jobs.jsonl"
     source.write_bytes(jsonl([chat_line(f"cli-{i}") for i in range(12)]))
     done = subprocess.run(
-        [sys.executable, "-m", "vlmserve", "batch", "submit", str(source), "--url", server.url, "--wait",
-         "--poll", "0.1"], capture_output=True, timeout=120, check=False)
+        [
+            sys.executable,
+            "-m",
+            "vlmserve",
+            "batch",
+            "submit",
+            str(source),
+            "--url",
+            server.url,
+            "--wait",
+            "--poll",
+            "0.1",
+        ],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr.decode()
     assert "12/12 done, 0 failed" in done.stderr.decode()
     results = [orjson.loads(line) for line in source.with_suffix(".output.jsonl").read_bytes().splitlines()]
@@ -244,6 +259,10 @@ def test_cli_batch_submit_reports_a_missing_file(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "vlmserve", "batch", "submit", f"{tmp_path}/nope.jsonl"],
-                          capture_output=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "vlmserve", "batch", "submit", f"{tmp_path}/nope.jsonl"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2 and b"no such file" in done.stderr

@@ -62,8 +62,12 @@ def media_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 def chat(server: ServerProcess, url: str) -> httpx.Response:
     body = {
         "model": "rapidocr",
-        "messages": [{"role": "user", "content": [{"type": "text", "text": "read"},
-                                                  {"type": "image_url", "image_url": {"url": url}}]}],
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "read"}, {"type": "image_url", "image_url": {"url": url}}],
+            }
+        ],
     }
     return httpx.post(server.url + "/v1/chat/completions", json=body, timeout=120)
 
@@ -72,9 +76,15 @@ def test_image_url_is_fetched_and_read(media_server: ServerProcess, origin: str)
     reply = chat(media_server, origin + "/papaya.png")
     assert reply.status_code == 200, reply.text
     assert "PAPAYA" in reply.json()["choices"][0]["message"]["content"]
-    ollama = httpx.post(media_server.url + "/api/chat", timeout=120, json={
-        "model": "rapidocr", "stream": False,
-        "messages": [{"role": "user", "content": "read", "images": [origin + "/again.png"]}]})
+    ollama = httpx.post(
+        media_server.url + "/api/chat",
+        timeout=120,
+        json={
+            "model": "rapidocr",
+            "stream": False,
+            "messages": [{"role": "user", "content": "read", "images": [origin + "/again.png"]}],
+        },
+    )
     assert ollama.status_code == 200 and "PAPAYA" in ollama.json()["message"]["content"]
 
 
@@ -117,10 +127,17 @@ def test_corpus_is_4xx_on_every_surface(media_server: ServerProcess, name: str) 
     make, status = BAD[name]
     data = make()
     openai = chat(media_server, data_uri(data, "image/jpeg"))
-    ollama = httpx.post(media_server.url + "/api/generate", timeout=60, json={
-        "model": "rapidocr", "prompt": "read", "stream": False, "images": [base64.b64encode(data).decode()]})
-    upload = httpx.post(media_server.url + "/process", timeout=60,
-                        files={"image": ("photo.jpg", data, "image/jpeg")}, data={"model": "rapidocr"})
+    ollama = httpx.post(
+        media_server.url + "/api/generate",
+        timeout=60,
+        json={"model": "rapidocr", "prompt": "read", "stream": False, "images": [base64.b64encode(data).decode()]},
+    )
+    upload = httpx.post(
+        media_server.url + "/process",
+        timeout=60,
+        files={"image": ("photo.jpg", data, "image/jpeg")},
+        data={"model": "rapidocr"},
+    )
     assert [openai.status_code, ollama.status_code, upload.status_code] == [status] * 3, openai.text
 
 
@@ -131,8 +148,10 @@ def test_empty_upload_is_400(media_server: ServerProcess) -> None:
     assert reply.status_code == 400
 
 
-@pytest.mark.parametrize("make", [corpus.exif_rotated_jpeg, corpus.cmyk_jpeg, corpus.png_16bit,
-                                  corpus.palette_transparent_png, corpus.animated_gif])
+@pytest.mark.parametrize(
+    "make",
+    [corpus.exif_rotated_jpeg, corpus.cmyk_jpeg, corpus.png_16bit, corpus.palette_transparent_png, corpus.animated_gif],
+)
 def test_awkward_images_are_accepted(media_server: ServerProcess, make: object) -> None:
     data = make()  # type: ignore[operator]
     assert chat(media_server, data_uri(data)).status_code == 200

@@ -71,7 +71,7 @@ def test_metrics_cover_requests_tokens_scheduler_and_batches(server: ServerProce
     assert _value(text, "vlmserve_tokens_total", model="m1", direction="out") == 12
     assert _value(text, "vlmserve_tokens_total", model="m1", direction="in") > 0
     assert _value(text, "vlmserve_engine_errors_total", type="engine_error") == 1
-    assert "vlmserve_queue_depth{model=\"m1\"} 0.0" in text
+    assert 'vlmserve_queue_depth{model="m1"} 0.0' in text
     assert 'vlmserve_model_loaded{model="m1"}' in text and 'vlmserve_model_memory_bytes{model="m1"}' in text
     assert "# TYPE vlmserve_model_loads_total counter" in text and "# TYPE vlmserve_model_unloads_total counter" in text
     assert _value(text, "vlmserve_batch_lines", state="succeeded") == 2

@@ -303,11 +303,17 @@ def test_oversized_body_is_413_before_upload(server: ServerProcess) -> None:
 def test_json_schema_response_format(client: openai.OpenAI) -> None:
     import json
 
-    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"],
-              "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}},
+        "required": ["city"],
+        "additionalProperties": False,
+    }
     reply = client.chat.completions.create(
-        model="smollm2", messages=[{"role": "user", "content": "Which city is the capital of France? Answer in JSON."}],
-        max_tokens=40, temperature=0,
+        model="smollm2",
+        messages=[{"role": "user", "content": "Which city is the capital of France? Answer in JSON."}],
+        max_tokens=40,
+        temperature=0,
         response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
     )
     assert reply.choices[0].finish_reason == "stop"

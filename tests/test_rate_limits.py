@@ -35,7 +35,9 @@ def _models(upstreams: tuple[FakeUpstream, FakeUpstream]) -> list[dict[str, Any]
 @pytest.fixture(scope="module")
 def server(upstreams: tuple[FakeUpstream, FakeUpstream]) -> Iterator[ServerProcess]:
     config = {
-        "embedded_models": False, "models": _models(upstreams), "rate_limit_rpm": 1000,
+        "embedded_models": False,
+        "models": _models(upstreams),
+        "rate_limit_rpm": 1000,
         "api_keys": [{"key": RPM_KEY, "rpm": 3}, {"key": TPM_KEY, "tpm": 5}, {"key": CONC_KEY, "concurrency": 1}],
     }
     with running_server(config) as proc:

@@ -25,11 +25,21 @@ def slow_upstream() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def slow_server(slow_upstream: FakeUpstream) -> Iterator[ServerProcess]:
-    config = {"embedded_models": False, "max_queue": 2, "queue_timeout": 30,
-              "models": [{"name": "slow", "engine": "openai", "url": slow_upstream.url, "remote_model": "fake",
-                          "parallel": 1},
-                         {"name": "slow-short-queue", "engine": "openai", "url": slow_upstream.url,
-                          "remote_model": "fake", "parallel": 1}]}
+    config = {
+        "embedded_models": False,
+        "max_queue": 2,
+        "queue_timeout": 30,
+        "models": [
+            {"name": "slow", "engine": "openai", "url": slow_upstream.url, "remote_model": "fake", "parallel": 1},
+            {
+                "name": "slow-short-queue",
+                "engine": "openai",
+                "url": slow_upstream.url,
+                "remote_model": "fake",
+                "parallel": 1,
+            },
+        ],
+    }
     with running_server(config) as server:
         yield server
 
@@ -39,8 +49,9 @@ def _chat(model: str, **extra: Any) -> dict[str, Any]:
 
 
 def _background_posts(url: str, body: dict[str, Any], count: int) -> list[threading.Thread]:
-    threads = [threading.Thread(target=httpx.post, args=(url,), kwargs={"json": body, "timeout": 60})
-               for _ in range(count)]
+    threads = [
+        threading.Thread(target=httpx.post, args=(url,), kwargs={"json": body, "timeout": 60}) for _ in range(count)
+    ]
     for thread in threads:
         thread.start()
         time.sleep(0.05)
@@ -85,9 +96,13 @@ def test_disconnected_client_leaves_the_queue(slow_server: ServerProcess, slow_u
 
 
 def test_queue_timeout_is_503(slow_upstream: FakeUpstream) -> None:
-    config = {"embedded_models": False, "queue_timeout": 0.5,
-              "models": [{"name": "slow", "engine": "openai", "url": slow_upstream.url, "remote_model": "fake",
-                          "parallel": 1}]}
+    config = {
+        "embedded_models": False,
+        "queue_timeout": 0.5,
+        "models": [
+            {"name": "slow", "engine": "openai", "url": slow_upstream.url, "remote_model": "fake", "parallel": 1}
+        ],
+    }
     with running_server(config) as server:
         threads = _background_posts(server.url + "/v1/chat/completions", _chat("slow"), 1)
         late = httpx.post(server.url + "/v1/chat/completions", json=_chat("slow"), timeout=30)
@@ -132,8 +147,9 @@ def test_budget_evicts_idle_model_and_reports_memory(local_server: ServerProcess
     assert "smollm2" in memory["models"]
     measured = _state(local_server, "smollm2")["memory"]["measured_bytes"]
     assert measured and measured > 50 * 2**20  # the runner's real RSS
-    vectors = httpx.post(local_server.url + "/v1/embeddings", json={"model": "all-minilm", "input": "x",
-                                                                    "keep_alive": -1}, timeout=60)
+    vectors = httpx.post(
+        local_server.url + "/v1/embeddings", json={"model": "all-minilm", "input": "x", "keep_alive": -1}, timeout=60
+    )
     assert vectors.status_code == 200
     assert _state(local_server, "smollm2")["state"] == "unloaded"
     assert _state(local_server, "smollm2")["unloads"].get("evicted_for=all-minilm") == 1
@@ -170,8 +186,11 @@ def test_context_size_option_reloads_and_sampling_options_do_not(local_server: S
     with ollama.Client(host=local_server.url) as client:
         client.generate(model="smollm2", prompt="hi", options={"num_predict": 2})
         before = _state(local_server, "smollm2")["loads"]
-        client.generate(model="smollm2", prompt="hi", options={"num_predict": 2, "temperature": 1.3, "seed": 7,
-                                                               "stop": ["x"], "top_p": 0.5})
+        client.generate(
+            model="smollm2",
+            prompt="hi",
+            options={"num_predict": 2, "temperature": 1.3, "seed": 7, "stop": ["x"], "top_p": 0.5},
+        )
         assert _state(local_server, "smollm2")["loads"] == before  # sampling options never reload (Ollama does)
         reply = client.generate(model="smollm2", prompt="hi", options={"num_predict": 2, "num_ctx": 1024})
         assert reply.done

@@ -93,18 +93,34 @@ def build_tiny_llava(dest: Path) -> Path:
     tokenizer = tf.AutoTokenizer.from_pretrained(dest)
     image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     vision = tf.CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=2,
-        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=32,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=32,
     )
     text = tf.LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
     )
     config = tf.LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=image_token_id,
-        vision_feature_layer=-2, vision_feature_select_strategy="default", projector_hidden_act="gelu",
+        vision_config=vision,
+        text_config=text,
+        image_token_index=image_token_id,
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        projector_hidden_act="gelu",
     )
     torch.manual_seed(0)
     model = tf.LlavaForConditionalGeneration(config).eval()
@@ -112,11 +128,16 @@ def build_tiny_llava(dest: Path) -> Path:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(dest)
     image_processor = tf.CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
     )
     processor = tf.LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE,
-        patch_size=PATCH_SIZE, vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
         image_token="<image>",
     )
     processor.save_pretrained(dest)
@@ -184,8 +205,10 @@ def _export_vision(hf_dir: Path, work: Path) -> Path:
     cfg = json.loads((work / "config.json").read_text())
     cfg["vision_feature_layer"] = config.vision_feature_layer  # the legacy converter cuts the tower there
     (work / "config.json").write_text(json.dumps(cfg, indent=2))
-    projector = {f"multi_modal_projector.{k}": v.float().contiguous()
-                 for k, v in model.model.multi_modal_projector.state_dict().items()}
+    projector = {
+        f"multi_modal_projector.{k}": v.float().contiguous()
+        for k, v in model.model.multi_modal_projector.state_dict().items()
+    }
     torch.save(projector, work / "llava.projector")
     return work
 
@@ -206,15 +229,38 @@ def build_tiny_llava_gguf(hf_dir: Path, dest: Path) -> tuple[Path, Path]:
     _run_vendor(["-c", _CONVERT_TEXT, str(hf_dir), "--outfile", str(text_out), "--outtype", "f32"])
     work = _export_vision(hf_dir, dest / "vision")
     encoder = VENDOR_LLAMA / "tools" / "mtmd" / "legacy-models" / "convert_image_encoder_to_gguf.py"
-    _run_vendor(["-c", _CONVERT_ENCODER, str(encoder), "-m", str(work), "--clip-model-is-vision", "--llava-projector",
-                 str(work / "llava.projector"), "--projector-type", "mlp", "--use-f32", "-o", str(work)])
+    _run_vendor(
+        [
+            "-c",
+            _CONVERT_ENCODER,
+            str(encoder),
+            "-m",
+            str(work),
+            "--clip-model-is-vision",
+            "--llava-projector",
+            str(work / "llava.projector"),
+            "--projector-type",
+            "mlp",
+            "--use-f32",
+            "-o",
+            str(work),
+        ]
+    )
     (work / "mmproj-model-f32.gguf").replace(mmproj_out)
     (dest / ".done").write_text("ok\n")
     return text_out, mmproj_out
 
 
-WHISPER_SPECIAL_TOKENS = ["<|startoftranscript|>", "<|en|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
-                          "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>"]
+WHISPER_SPECIAL_TOKENS = [
+    "<|startoftranscript|>",
+    "<|en|>",
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nocaptions|>",
+    "<|notimestamps|>",
+]
 
 
 def build_tiny_whisper(dest: Path) -> Path:
@@ -232,8 +278,9 @@ def build_tiny_whisper(dest: Path) -> Path:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
     tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
     tok.model.save(str(dest))  # vocab.json + merges.txt
     tokenizer = tf.WhisperTokenizer(vocab=str(dest / "vocab.json"), merges=str(dest / "merges.txt"))
@@ -241,10 +288,23 @@ def build_tiny_whisper(dest: Path) -> Path:
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     sot = tokenizer.convert_tokens_to_ids("<|startoftranscript|>")
     config = tf.WhisperConfig(
-        vocab_size=len(tokenizer), num_mel_bins=16, d_model=32, encoder_layers=1, decoder_layers=1,
-        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-        max_source_positions=1500, max_target_positions=64, pad_token_id=eot, bos_token_id=eot, eos_token_id=eot,
-        decoder_start_token_id=sot, suppress_tokens=[], begin_suppress_tokens=[],
+        vocab_size=len(tokenizer),
+        num_mel_bins=16,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_source_positions=1500,
+        max_target_positions=64,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=sot,
+        suppress_tokens=[],
+        begin_suppress_tokens=[],
     )
     torch.manual_seed(0)
     model = tf.WhisperForConditionalGeneration(config).eval()

@@ -46,7 +46,11 @@ def test_ask_reads_an_image_file_with_ocr(server: ServerProcess, tmp_path: Path)
 def test_ask_json_and_prompt_from_stdin(server: ServerProcess) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "vlmserve", "ask", "--host", server.url, "-m", "smollm2", "--max-tokens", "4", "--json"],
-        input="Say hi.", capture_output=True, text=True, timeout=120, check=False,
+        input="Say hi.",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
@@ -61,8 +65,11 @@ def test_ask_unknown_model_is_the_servers_error(server: ServerProcess) -> None:
 
 
 def test_models_lists_the_catalog_and_what_is_loaded(server: ServerProcess) -> None:
-    warm = httpx.post(server.url + "/v1/chat/completions", timeout=120,
-                      json={"model": "smollm2", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]})
+    warm = httpx.post(
+        server.url + "/v1/chat/completions",
+        timeout=120,
+        json={"model": "smollm2", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert warm.status_code == 200  # fmt: skip
     table = vlmserve("models", "--host", server.url)
     assert table.returncode == 0, table.stderr

@@ -113,8 +113,9 @@ def test_video_garbage_and_limits(tmp_path: Path) -> None:
 async def test_pipeline_expands_video_and_prepares_audio(tmp_path: Path) -> None:
     pipeline = MediaPipeline(video=VideoLimits(frames=3))
     spec = ModelSpec(name="m", engine="rapidocr")
-    message = Message(role="user", parts=[TextPart("hi"), VideoInput(video_bytes(tmp_path)),
-                                          AudioInput(wav_bytes(0.2))])
+    message = Message(
+        role="user", parts=[TextPart("hi"), VideoInput(video_bytes(tmp_path)), AudioInput(wav_bytes(0.2))]
+    )
     [prepared] = await pipeline.prepare_messages([message], spec)
     kinds = [type(p) for p in prepared.parts]
     assert kinds == [TextPart, ImagePart, ImagePart, ImagePart, AudioPart]

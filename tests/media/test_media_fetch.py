@@ -52,9 +52,7 @@ async def origin() -> AsyncIterator[str]:
     app.router.add_get("/missing", reply(status=404))
     app.router.add_get("/to-img", reply(status=302, headers={"Location": "/img.png"}))
     app.router.add_get("/to-private", reply(status=302, headers={"Location": "http://10.0.0.7/x"}))
-    app.router.add_get(
-        "/to-metadata", reply(status=301, headers={"Location": "http://169.254.169.254/latest/"})
-    )
+    app.router.add_get("/to-metadata", reply(status=301, headers={"Location": "http://169.254.169.254/latest/"}))
     app.router.add_get("/to-file", reply(status=302, headers={"Location": "file:///etc/passwd"}))
     app.router.add_get("/loop", reply(status=307, headers={"Location": "/loop"}))
     runner = web.AppRunner(app)

@@ -20,8 +20,9 @@ from tiny_models import build_tiny_llava, build_tiny_llava_gguf, converter_avail
 pytestmark = [
     pytest.mark.transformers,
     pytest.mark.slow,
-    pytest.mark.skipif(not converter_available(),
-                       reason="llama.cpp converter not fetched: run scripts/fetch_llama_convert.sh"),
+    pytest.mark.skipif(
+        not converter_available(), reason="llama.cpp converter not fetched: run scripts/fetch_llama_convert.sh"
+    ),
 ]
 
 
@@ -56,8 +57,13 @@ def _chat(server: Any, *, image: bool) -> dict[str, Any]:
     content: list[dict[str, Any]] = [{"type": "text", "text": "What is in this picture?"}]
     if image:
         content.insert(0, {"type": "image_url", "image_url": {"url": _data_url()}})
-    body = {"model": "tiny", "messages": [{"role": "user", "content": content}], "max_tokens": 4,
-            "temperature": 0, "cache_prompt": False}
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 4,
+        "temperature": 0,
+        "cache_prompt": False,
+    }
     answer: dict[str, Any] = server.handle_chat_completions(body)
     assert "error" not in answer, answer
     return answer

@@ -34,8 +34,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def engine(folder: Path) -> SpeechEngine:
-    spec = ModelSpec(name="tiny-whisper", engine="transformers", path=str(folder), device="cpu",
-                     capabilities=["audio"])
+    spec = ModelSpec(name="tiny-whisper", engine="transformers", path=str(folder), device="cpu", capabilities=["audio"])
     return SpeechEngine(spec, threads=2)
 
 
@@ -64,8 +63,9 @@ def test_transcribes_over_the_wire_format(engine: SpeechEngine) -> None:
 
 
 def test_long_audio_in_windows_and_sampling(engine: SpeechEngine) -> None:
-    chunks = _run(engine, [Message(role="user", parts=[_audio(65.0)])],
-                  SamplingParams(max_tokens=3, temperature=0.7, seed=1))
+    chunks = _run(
+        engine, [Message(role="user", parts=[_audio(65.0)])], SamplingParams(max_tokens=3, temperature=0.7, seed=1)
+    )
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens <= 3 * 3  # three 30 s windows, at most max_tokens each
     assert chunks[-1].usage.completion_tokens > 0
@@ -93,11 +93,16 @@ def multilingual(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Spee
     vocab = json.loads((copy / "tokenizer.json").read_text())["added_tokens"]
     ids = {token["content"]: token["id"] for token in vocab}
     # _from_model_config: transformers would rebuild the config from config.json and drop these keys
-    config.update(_from_model_config=False, is_multilingual=True, lang_to_id={"<|en|>": ids["<|en|>"]},
-                  task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]})
+    config.update(
+        _from_model_config=False,
+        is_multilingual=True,
+        lang_to_id={"<|en|>": ids["<|en|>"]},
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+    )
     (copy / "generation_config.json").write_text(json.dumps(config))
-    spec = ModelSpec(name="tiny-whisper-ml", engine="transformers", path=str(copy), device="cpu",
-                     capabilities=[Capability.AUDIO])
+    spec = ModelSpec(
+        name="tiny-whisper-ml", engine="transformers", path=str(copy), device="cpu", capabilities=[Capability.AUDIO]
+    )
     return SpeechEngine(spec, threads=2)
 
 

@@ -42,8 +42,9 @@ def _ask(text: str, *, image: bool = False) -> list[Message]:
     return [Message(role="user", parts=list(parts))]
 
 
-def _run(engine: TransformersEngine, messages: list[Message], sampling: SamplingParams,
-         cancel: threading.Event | None = None) -> list[ChatChunk]:
+def _run(
+    engine: TransformersEngine, messages: list[Message], sampling: SamplingParams, cancel: threading.Event | None = None
+) -> list[ChatChunk]:
     return list(engine.generate(messages, sampling, cancel or threading.Event()))
 
 

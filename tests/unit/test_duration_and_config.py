@@ -15,10 +15,22 @@ from vlmserve.errors import BadRequest, ModelNotFound, UnsupportedCapability
 from vlmserve.service.catalog import Catalog
 
 
-@pytest.mark.parametrize("value,seconds", [
-    ("5m", 300.0), ("1h30m", 5400.0), ("300ms", 0.3), ("45s", 45.0), (10, 10.0), ("2.5", 2.5),
-    (0, 0.0), ("0", 0.0), (-1, math.inf), ("-1m", math.inf), (None, None),
-])
+@pytest.mark.parametrize(
+    "value,seconds",
+    [
+        ("5m", 300.0),
+        ("1h30m", 5400.0),
+        ("300ms", 0.3),
+        ("45s", 45.0),
+        (10, 10.0),
+        ("2.5", 2.5),
+        (0, 0.0),
+        ("0", 0.0),
+        (-1, math.inf),
+        ("-1m", math.inf),
+        (None, None),
+    ],
+)
 def test_parse_duration(value: str | int | None, seconds: float | None) -> None:
     assert parse_duration(value) == seconds
 
@@ -65,12 +77,15 @@ def _catalog(tmp_path: Path, yaml_text: str) -> Catalog:
 
 
 def test_catalog_resolves_names_aliases_and_tags(tmp_path: Path) -> None:
-    catalog = _catalog(tmp_path, """
+    catalog = _catalog(
+        tmp_path,
+        """
 models:
   - {name: llava, engine: ollama, url: "http://h:11434", remote_model: "llava:7b", capabilities: [completion, vision],
      aliases: [Vision]}
   - {name: emb, engine: openai, url: "http://h:8000/v1", capabilities: [embedding]}
-""")
+""",
+    )
     assert catalog.get("llava:latest").name == "llava"
     assert catalog.get("vision").name == "llava"
     assert catalog.resolve(None, Capability.VISION).name == "llava"
@@ -82,8 +97,14 @@ models:
 
 
 def test_catalog_env_declared_models(tmp_path: Path) -> None:
-    settings = load_settings(None, embedded_models="false", gguf_model="/m/Qwen-VL.gguf", gguf_mmproj="/m/mm.gguf",
-                             openai_base_url="http://h/v1", openai_models="gpt-x")
+    settings = load_settings(
+        None,
+        embedded_models="false",
+        gguf_model="/m/Qwen-VL.gguf",
+        gguf_mmproj="/m/mm.gguf",
+        openai_base_url="http://h/v1",
+        openai_models="gpt-x",
+    )
     catalog = Catalog.from_settings(settings)
     assert catalog.get("qwen-vl").can(Capability.VISION)
     assert catalog.get("gpt-x").engine == "openai"

@@ -20,8 +20,19 @@ def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("fmt,mode", [("JPEG", "RGB"), ("PNG", "RGBA"), ("WEBP", "RGB"), ("GIF", "P"),
-                                      ("BMP", "RGB"), ("TIFF", "CMYK"), ("PNG", "I;16"), ("PNG", "LA")])
+@pytest.mark.parametrize(
+    "fmt,mode",
+    [
+        ("JPEG", "RGB"),
+        ("PNG", "RGBA"),
+        ("WEBP", "RGB"),
+        ("GIF", "P"),
+        ("BMP", "RGB"),
+        ("TIFF", "CMYK"),
+        ("PNG", "I;16"),
+        ("PNG", "LA"),
+    ],
+)
 def test_formats_and_modes_become_rgb_jpeg(fmt: str, mode: str) -> None:
     image = Image.new(mode, (640, 320))
     part = prepare_image(encode(image, fmt), LIMITS)
@@ -59,12 +70,15 @@ def test_pixel_bomb_is_refused_from_the_header(side: int) -> None:
         prepare_image(bomb, LIMITS)
 
 
-@pytest.mark.parametrize("data,error", [
-    (b"", InvalidMedia),
-    (b"hello, this is text", InvalidMedia),
-    (b"<svg xmlns='http://www.w3.org/2000/svg'/>", InvalidMedia),
-    (b"x" * 6_000_000, PayloadTooLarge),
-])
+@pytest.mark.parametrize(
+    "data,error",
+    [
+        (b"", InvalidMedia),
+        (b"hello, this is text", InvalidMedia),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'/>", InvalidMedia),
+        (b"x" * 6_000_000, PayloadTooLarge),
+    ],
+)
 def test_garbage_is_a_client_error(data: bytes, error: type[Exception]) -> None:
     with pytest.raises(error):
         prepare_image(data, LIMITS)

@@ -151,7 +151,6 @@ async def test_full_queue_is_overloaded_with_retry_after() -> None:
     sched = make(max_queue=2)
     release = asyncio.Event()
 
-
     holders = [asyncio.create_task(hold(sched, release))]
     await settle()  # the first one runs ...
     holders += [asyncio.create_task(hold(sched, release)) for _ in range(2)]  # ... and two wait: the queue is full
@@ -169,7 +168,6 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     sched = make(max_queue=1)
     release = asyncio.Event()
 
-
     running = asyncio.create_task(hold(sched, release))
     await settle()
     waiter = asyncio.create_task(hold(sched, release))
@@ -186,7 +184,6 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
 async def test_queue_timeout_is_503() -> None:
     sched = make(queue_timeout=0.05)
     release = asyncio.Event()
-
 
     running = asyncio.create_task(hold(sched, release))
     await settle()
@@ -236,7 +233,6 @@ async def test_waiter_cancelled_before_admission_takes_no_slot(scheduler: Schedu
     async with scheduler.lease(SPEC):
         pass  # loaded
     release = asyncio.Event()
-
 
     running = asyncio.create_task(hold(scheduler, release))
     await settle()

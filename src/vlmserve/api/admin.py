@@ -24,9 +24,15 @@ def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:
     counters = state.scheduler.config.counters
     name = runtime.spec.name
     info: dict[str, Any] = {
-        "name": name, "engine": runtime.spec.engine, "state": runtime.state, "pinned": runtime.spec.pin,
-        "priority": runtime.spec.priority, "parallel": runtime.spec.parallel, "in_flight": runtime.in_flight,
-        "queued": state.scheduler.queued(name), "expires_in_seconds": expires_in,
+        "name": name,
+        "engine": runtime.spec.engine,
+        "state": runtime.state,
+        "pinned": runtime.spec.pin,
+        "priority": runtime.spec.priority,
+        "parallel": runtime.spec.parallel,
+        "in_flight": runtime.in_flight,
+        "queued": state.scheduler.queued(name),
+        "expires_in_seconds": expires_in,
         "memory": {"estimated_bytes": runtime.estimate, "measured_bytes": runtime.measured},
         "loads": {reason: n for (kind, model, reason), n in counters.items() if kind == "load" and model == name},
         "unloads": {reason: n for (kind, model, reason), n in counters.items() if kind == "unload" and model == name},
@@ -48,11 +54,23 @@ async def memory(request: Request) -> Response:
     budget = state.scheduler.config.budget_bytes
     used = sum(r.need for r in state.scheduler.runtimes() if r.state in ("loading", "loaded", "unloading"))
     per_model = {r.spec.name: r.need for r in state.scheduler.runtimes() if r.state != "unloaded" and r.need}
-    return JSONBytes({"devices": [{
-        "device": "cpu", "kind": "ram", "total_bytes": machine_memory_bytes(), "budget_bytes": budget,
-        "used_bytes": used, "free_bytes": budget - used, "models": per_model,
-        "budget_mb": budget // MB, "used_mb": used // MB,
-    }]})
+    return JSONBytes(
+        {
+            "devices": [
+                {
+                    "device": "cpu",
+                    "kind": "ram",
+                    "total_bytes": machine_memory_bytes(),
+                    "budget_bytes": budget,
+                    "used_bytes": used,
+                    "free_bytes": budget - used,
+                    "models": per_model,
+                    "budget_mb": budget // MB,
+                    "used_mb": used // MB,
+                }
+            ]
+        }
+    )
 
 
 @router.post("/models/{name:path}/load")

@@ -39,7 +39,11 @@ async def create_key(body: KeyCreate, request: Request) -> Response:
     security = _security(request)
     assert security.store is not None
     secret, key = await security.store.create(
-        name=body.name, scopes=list(body.scopes), models=body.models, rpm=body.rpm, tpm=body.tpm,
+        name=body.name,
+        scopes=list(body.scopes),
+        models=body.models,
+        rpm=body.rpm,
+        tpm=body.tpm,
         concurrency=body.concurrency,
     )
     security.keys.remember(secret, key)

@@ -186,8 +186,20 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         log.exception("unexpected error on %s", request.url.path)
         return error_response(request.url.path, VlmServeError(f"internal error: {exc.__class__.__name__}"))
 
-    for router in (openai_router, audio_router, files_router, batches_router, ollama_router, simple.router,
-                   jobs_routes.router, ops.router, admin_keys.router, admin.router, metrics.router, ui_router):
+    for router in (
+        openai_router,
+        audio_router,
+        files_router,
+        batches_router,
+        ollama_router,
+        simple.router,
+        jobs_routes.router,
+        ops.router,
+        admin_keys.router,
+        admin.router,
+        metrics.router,
+        ui_router,
+    ):
         app.include_router(router)
     app.add_middleware(CancelOnDisconnect)
     app.add_middleware(BodyTimeout, timeout=settings.request_body_timeout)

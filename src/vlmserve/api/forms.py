@@ -8,9 +8,7 @@ from starlette.datastructures import UploadFile
 from vlmserve.errors import BadRequest
 
 
-async def multipart_file(
-    request: Request, names: tuple[str, ...], what: str
-) -> tuple[str, UploadFile, dict[str, str]]:
+async def multipart_file(request: Request, names: tuple[str, ...], what: str) -> tuple[str, UploadFile, dict[str, str]]:
     """(field name, file) of the first of `names` present as a file, and the form's text fields; 400 otherwise."""
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise BadRequest(f"send multipart/form-data with {what}", param=names[0])

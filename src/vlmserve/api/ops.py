@@ -25,6 +25,7 @@ async def root() -> Response:
 @router.get("/health")
 async def health(request: Request) -> Response:
     state = state_of(request)
+
     async def probe(name: str) -> dict[str, Any]:
         spec = state.catalog.get(name)
         if spec.engine == "ocr-chat":

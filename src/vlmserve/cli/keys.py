@@ -76,9 +76,7 @@ def create(
     rpm: Annotated[
         int | None, typer.Option(min=0, max=LIMIT_MAX, help="requests per minute (default: server's)")
     ] = None,
-    tpm: Annotated[
-        int | None, typer.Option(min=0, max=LIMIT_MAX, help="tokens per minute (default: server's)")
-    ] = None,
+    tpm: Annotated[int | None, typer.Option(min=0, max=LIMIT_MAX, help="tokens per minute (default: server's)")] = None,
     concurrency: Annotated[
         int | None, typer.Option(min=0, max=LIMIT_MAX, help="requests in flight (default: server's)")
     ] = None,
@@ -111,5 +109,3 @@ def revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar="ID
     if not _with_store(ctx, lambda store: store.revoke(key_id)):
         fail(f"no active key {key_id}")
     out.print(f"revoked {key_id}")
-
-

@@ -61,16 +61,19 @@ def supported_formats() -> str:
 
 def _check_duration(seconds: float, limits: AudioLimits, field: str) -> None:
     if seconds > limits.max_seconds:
-        raise PayloadTooLarge(f"{field}: audio is {seconds:.1f} s long, limit is {limits.max_seconds:g} s",
-                              param=field)
+        raise PayloadTooLarge(f"{field}: audio is {seconds:.1f} s long, limit is {limits.max_seconds:g} s", param=field)
 
 
 def _read_wav_stdlib(data: bytes, limits: AudioLimits, field: str) -> tuple[Samples, int] | None:
     """PCM WAV via `wave`; None for WAV flavours it cannot read (float, extensible), left to soundfile."""
     try:
         with wave.open(io.BytesIO(data), "rb") as wav:
-            rate, channels, width, frames = (wav.getframerate(), wav.getnchannels(), wav.getsampwidth(),
-                                             wav.getnframes())
+            rate, channels, width, frames = (
+                wav.getframerate(),
+                wav.getnchannels(),
+                wav.getsampwidth(),
+                wav.getnframes(),
+            )
             if rate <= 0 or channels <= 0:
                 raise _bad(f"{field}: WAV header has no sample rate or channels", field)
             _check_duration(frames / rate, limits, field)

@@ -92,9 +92,7 @@ def open_checked(data: bytes, *, max_bytes: int, max_pixels: int, field: str) ->
     if width <= 0 or height <= 0:
         raise InvalidMedia(f"{field}: image has no pixels ({width}x{height})", param=field)
     if width * height > max_pixels:
-        raise PayloadTooLarge(
-            f"{field}: image is {width}x{height} pixels, limit is {max_pixels} pixels", param=field
-        )
+        raise PayloadTooLarge(f"{field}: image is {width}x{height} pixels, limit is {max_pixels} pixels", param=field)
     return image
 
 

@@ -129,8 +129,14 @@ async def checked_addresses(policy: FetchPolicy, url: URL, field_name: str) -> l
                 field_name,
             )
         results.append(
-            {"hostname": host, "host": str(address), "port": port, "family": family, "proto": proto,
-             "flags": socket.AI_NUMERICHOST}
+            {
+                "hostname": host,
+                "host": str(address),
+                "port": port,
+                "family": family,
+                "proto": proto,
+                "flags": socket.AI_NUMERICHOST,
+            }
         )
     if not results:
         raise refused(f"host {host!r} has no address", field_name, "media_fetch_failed")
@@ -180,8 +186,9 @@ async def _get_http(policy: FetchPolicy, url: URL, field_name: str) -> bytes:
                     url = url.join(URL(location))
                     continue
                 if response.status != 200:
-                    raise refused(f"fetching the image failed with HTTP {response.status}", field_name,
-                                  "media_fetch_failed")
+                    raise refused(
+                        f"fetching the image failed with HTTP {response.status}", field_name, "media_fetch_failed"
+                    )
                 _check_content_type(response.headers.get("Content-Type", ""), field_name)
                 return await _read_capped(response, policy, field_name)
     raise refused(f"more than {policy.max_redirects} redirects", field_name, "media_fetch_too_many_redirects")
@@ -215,17 +222,23 @@ async def fetch_bytes(policy: FetchPolicy, raw_url: str, *, field_name: str = "i
     if url.scheme == "file":
         return await asyncio.to_thread(_read_file, policy, url, field_name)
     if url.scheme not in ("http", "https"):
-        raise refused(f"unsupported URL scheme {url.scheme!r} (use data:, http(s):// or file://)", field_name,
-                      "invalid_url")
+        raise refused(
+            f"unsupported URL scheme {url.scheme!r} (use data:, http(s):// or file://)", field_name, "invalid_url"
+        )
     if not policy.enabled:
-        raise refused("fetching image URLs is not enabled on this server; send the image as a base64 data URI",
-                      field_name, "image_url_fetch_disabled")
+        raise refused(
+            "fetching image URLs is not enabled on this server; send the image as a base64 data URI",
+            field_name,
+            "image_url_fetch_disabled",
+        )
     try:
         async with asyncio.timeout(policy.timeout):
             return await _get_http(policy, url, field_name)
     except TimeoutError as exc:
-        raise refused(f"fetching the image took longer than {policy.timeout:g}s", field_name,
-                      "media_fetch_timeout") from exc
+        raise refused(
+            f"fetching the image took longer than {policy.timeout:g}s", field_name, "media_fetch_timeout"
+        ) from exc
     except aiohttp.ClientError as exc:
-        raise refused(f"fetching the image failed ({exc.__class__.__name__})", field_name,
-                      "media_fetch_failed") from exc
+        raise refused(
+            f"fetching the image failed ({exc.__class__.__name__})", field_name, "media_fetch_failed"
+        ) from exc

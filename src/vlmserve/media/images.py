@@ -74,8 +74,7 @@ def prepare_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> 
     """Validate, decode (JPEG via DCT draft mode when shrinking), convert to RGB, resize, orient, re-encode
     (engines are all reached over HTTP, so they need bytes)."""
     img = prepare_pixels(data, limits, field=field)
-    return ImagePart(data=encode_jpeg(img, limits.jpeg_quality), mime="image/jpeg", width=img.width,
-                     height=img.height)
+    return ImagePart(data=encode_jpeg(img, limits.jpeg_quality), mime="image/jpeg", width=img.width, height=img.height)
 
 
 def prepare_pixels(data: bytes, limits: ImageLimits, *, field: str = "image") -> Image.Image:

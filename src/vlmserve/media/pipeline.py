@@ -78,8 +78,9 @@ class MediaPipeline:
             max_image_bytes_per_request=settings.max_request_image_bytes,
         )
         audio = AudioLimits(max_bytes=settings.max_audio_bytes, max_seconds=settings.max_audio_seconds)
-        video = VideoLimits(max_bytes=settings.max_video_bytes, max_seconds=settings.max_video_seconds,
-                            frames=settings.video_frames)
+        video = VideoLimits(
+            max_bytes=settings.max_video_bytes, max_seconds=settings.max_video_seconds, frames=settings.video_frames
+        )
         return cls(limits, fetch, request_limits, cache_bytes=settings.media_cache_bytes, audio=audio, video=video)
 
     def limits_for(self, spec: ModelSpec) -> ImageLimits:
@@ -111,8 +112,15 @@ class MediaPipeline:
         return await fetch_bytes(self.fetch_policy, part.url, field_name=part.field)
 
     async def prepare(self, data: bytes, limits: ImageLimits, field: str) -> ImagePart:
-        key = await content_key(data, limits.max_side, limits.budget_pixels, limits.resize_filter,
-                                limits.jpeg_quality, limits.max_pixels, limits.max_bytes)
+        key = await content_key(
+            data,
+            limits.max_side,
+            limits.budget_pixels,
+            limits.resize_filter,
+            limits.jpeg_quality,
+            limits.max_pixels,
+            limits.max_bytes,
+        )
         return await self.cache.get_or_prepare(key, lambda: prepare_image_async(data, limits, field=field))
 
     async def video_frames(self, part: VideoInput | VideoURL, limits: ImageLimits) -> list[Part]:
@@ -132,8 +140,9 @@ class MediaPipeline:
         used = 0
         prepared: list[Message] = []
         for message in messages:
-            if not any(isinstance(p, ImageInput | ImageURL | AudioInput | VideoInput | VideoURL)
-                       for p in message.parts):
+            if not any(
+                isinstance(p, ImageInput | ImageURL | AudioInput | VideoInput | VideoURL) for p in message.parts
+            ):
                 prepared.append(message)
                 continue
             parts: list[Part] = []

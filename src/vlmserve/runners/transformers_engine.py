@@ -81,7 +81,7 @@ class _StopBuffer:
     def _take(self, end: int) -> str:
         if end <= self.sent:
             return ""
-        out, self.sent = self.text[self.sent:end], end
+        out, self.sent = self.text[self.sent : end], end
         return out
 
 
@@ -112,11 +112,15 @@ class TransformersEngine:
         quantized = spec.quantization != "none"
         if quantized:
             if self.device != "cuda":
-                raise SystemExit(f"quantization {spec.quantization} needs bitsandbytes on a CUDA device; "
-                                 f"this model would run on {self.device}: set quantization: none")
+                raise SystemExit(
+                    f"quantization {spec.quantization} needs bitsandbytes on a CUDA device; "
+                    f"this model would run on {self.device}: set quantization: none"
+                )
             kwargs["quantization_config"] = tf.BitsAndBytesConfig(
-                load_in_8bit=spec.quantization == "8bit", load_in_4bit=spec.quantization == "4bit",
-                bnb_4bit_compute_dtype=self.dtype)
+                load_in_8bit=spec.quantization == "8bit",
+                load_in_4bit=spec.quantization == "4bit",
+                bnb_4bit_compute_dtype=self.dtype,
+            )
             kwargs["device_map"] = self.device
         config = tf.AutoConfig.from_pretrained(spec.path)
         self.vision = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
@@ -156,7 +160,8 @@ class TransformersEngine:
         conversation = self._conversation(messages)
         try:
             inputs = self.processor.apply_chat_template(
-                conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+                conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+            )
         except ValueError as exc:  # no chat template, wrong image count, ...
             raise EngineError(f"cannot build the prompt: {exc}") from exc
         if self.vision:
@@ -206,7 +211,8 @@ class TransformersEngine:
             try:
                 with torch.inference_mode():
                     result["out"] = self.model.generate(
-                        **inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Halt()]), **kwargs)
+                        **inputs, streamer=streamer, stopping_criteria=StoppingCriteriaList([_Halt()]), **kwargs
+                    )
             except BaseException as exc:  # re-raised in the consumer's thread
                 result["error"] = exc
                 streamer.end()

@@ -107,8 +107,6 @@ class SchedulerConfig:
     counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
-
-
 ENGINE_OPTIONS = ("context_size", "threads", "gpu_layers")  # options that need the engine restarted
 
 

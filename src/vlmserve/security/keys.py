@@ -49,9 +49,15 @@ class ApiKey:
     def public(self) -> dict[str, Any]:
         """What the admin API and the CLI show (never the secret or its hash)."""
         return {
-            "id": self.id, "name": self.name, "prefix": self.prefix, "scopes": sorted(self.scopes),
-            "models": None if self.models is None else sorted(self.models), "rpm": self.rpm, "tpm": self.tpm,
-            "concurrency": self.concurrency, "created_at": int(self.created_at),
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "scopes": sorted(self.scopes),
+            "models": None if self.models is None else sorted(self.models),
+            "rpm": self.rpm,
+            "tpm": self.tpm,
+            "concurrency": self.concurrency,
+            "created_at": int(self.created_at),
             "revoked_at": None if self.revoked_at is None else int(self.revoked_at),
         }
 
@@ -59,9 +65,15 @@ class ApiKey:
 def _from_row(row: Row) -> ApiKey:
     models = orjson.loads(row["models"]) if row["models"] else None
     return ApiKey(
-        id=row["id"], name=row["name"], scopes=frozenset(orjson.loads(row["scopes"])),
-        models=None if models is None else frozenset(models), rpm=row["rpm"], tpm=row["tpm"],
-        concurrency=row["concurrency"], prefix=row["prefix"], created_at=row["created_at"],
+        id=row["id"],
+        name=row["name"],
+        scopes=frozenset(orjson.loads(row["scopes"])),
+        models=None if models is None else frozenset(models),
+        rpm=row["rpm"],
+        tpm=row["tpm"],
+        concurrency=row["concurrency"],
+        prefix=row["prefix"],
+        created_at=row["created_at"],
         revoked_at=row["revoked_at"],
     )
 
@@ -71,9 +83,14 @@ def static_key(entry: str | StaticApiKey) -> tuple[str, ApiKey]:
     spec = StaticApiKey(key=entry) if isinstance(entry, str) else entry
     digest = hash_secret(spec.key)
     key = ApiKey(
-        id=spec.id or f"static-{digest[:10]}", name="config", scopes=frozenset(spec.scopes),
-        models=None if spec.models is None else frozenset(spec.models), rpm=spec.rpm, tpm=spec.tpm,
-        concurrency=spec.concurrency, prefix=spec.key[:6],
+        id=spec.id or f"static-{digest[:10]}",
+        name="config",
+        scopes=frozenset(spec.scopes),
+        models=None if spec.models is None else frozenset(spec.models),
+        rpm=spec.rpm,
+        tpm=spec.tpm,
+        concurrency=spec.concurrency,
+        prefix=spec.key[:6],
     )
     return digest, key
 
@@ -85,8 +102,14 @@ class KeyStore:
         self.db = db
 
     async def create(
-        self, *, name: str = "", scopes: list[str], models: list[str] | None = None, rpm: int | None = None,
-        tpm: int | None = None, concurrency: int | None = None,
+        self,
+        *,
+        name: str = "",
+        scopes: list[str],
+        models: list[str] | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        concurrency: int | None = None,
     ) -> tuple[str, ApiKey]:
         """(secret, key): the secret is shown to the caller once and stored only hashed."""
         unknown = sorted(set(scopes) - set(SCOPES))
@@ -97,15 +120,28 @@ class KeyStore:
                 raise ValueError(f"{limit} must be between 0 and {LIMIT_MAX} (got {value})")
         secret = new_secret()
         key = ApiKey(
-            id=f"key_{uuid.uuid4().hex[:16]}", name=name, scopes=frozenset(scopes),
-            models=None if models is None else frozenset(models), rpm=rpm, tpm=tpm, concurrency=concurrency,
+            id=f"key_{uuid.uuid4().hex[:16]}",
+            name=name,
+            scopes=frozenset(scopes),
+            models=None if models is None else frozenset(models),
+            rpm=rpm,
+            tpm=tpm,
+            concurrency=concurrency,
             prefix=secret[:7],
         )
         await self.db.execute(
             "INSERT INTO vlm_api_keys (id, name, hash, prefix, scopes, models, rpm, tpm, concurrency, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            key.id, name, hash_secret(secret), key.prefix, orjson.dumps(sorted(key.scopes)).decode(),
-            None if models is None else orjson.dumps(sorted(models)).decode(), rpm, tpm, concurrency, key.created_at,
+            key.id,
+            name,
+            hash_secret(secret),
+            key.prefix,
+            orjson.dumps(sorted(key.scopes)).decode(),
+            None if models is None else orjson.dumps(sorted(models)).decode(),
+            rpm,
+            tpm,
+            concurrency,
+            key.created_at,
         )
         return secret, key
 

@@ -144,9 +144,13 @@ class ChatService:
         self, spec: ModelSpec, request: ChatRequest | CompletionRequest, timings: Timings
     ) -> AsyncIterator[ChatChunk]:
         began = time.perf_counter_ns()
-        async with self.scheduler.lease(spec, request.keep_alive, client=request.client,
-                                        background=request.background,
-            engine_options=request.engine_options) as lease:
+        async with self.scheduler.lease(
+            spec,
+            request.keep_alive,
+            client=request.client,
+            background=request.background,
+            engine_options=request.engine_options,
+        ) as lease:
             timings.load_ns = lease.load_ns
             note_queue_wait(time.perf_counter_ns() - began - lease.load_ns)
             first_token: int | None = None

@@ -40,9 +40,13 @@ class EmbedService:
         return name, result, load_ns
 
     async def _embed(self, spec: ModelSpec, request: EmbedRequest) -> tuple[str, EmbedResult, int]:
-        async with self.scheduler.lease(spec, request.keep_alive, client=request.client,
-                                        background=request.background,
-            engine_options=request.engine_options) as lease:
+        async with self.scheduler.lease(
+            spec,
+            request.keep_alive,
+            client=request.client,
+            background=request.background,
+            engine_options=request.engine_options,
+        ) as lease:
             return spec.name, await lease.backend.embed(replace(request, model=spec.name)), lease.load_ns
 
 

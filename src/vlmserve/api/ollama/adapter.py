@@ -99,8 +99,12 @@ def generate_to_domain(req: p.GenerateRequest) -> ChatRequest | CompletionReques
         if req.images:
             raise BadRequest("raw mode does not take images", param="images")
         return CompletionRequest(
-            model=req.model, prompt=req.prompt, sampling=sampling(req.options), stream=req.stream,
-            keep_alive=keep_alive, engine_options=engine_options(req.options),
+            model=req.model,
+            prompt=req.prompt,
+            sampling=sampling(req.options),
+            stream=req.stream,
+            keep_alive=keep_alive,
+            engine_options=engine_options(req.options),
         )
     messages = []
     if req.system:

@@ -218,5 +218,10 @@ def embeddings_response(model: str, result: EmbedResult, encoding: str) -> dict[
 
 def list_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
     """OpenAI's paginated list object (files, batches)."""
-    return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None, "has_more": has_more}
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }

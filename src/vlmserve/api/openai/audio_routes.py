@@ -50,8 +50,13 @@ def _body(text: str, fmt: ResponseFormat, duration: float, language: str | None)
         return PlainTextResponse(text)
     body: dict[str, Any] = {"text": text}
     if fmt == "verbose_json":
-        body = {"task": "transcribe", "language": language or "", "duration": round(duration, 3), "text": text,
-                "segments": []}
+        body = {
+            "task": "transcribe",
+            "language": language or "",
+            "duration": round(duration, 3),
+            "text": text,
+            "segments": [],
+        }
     return JSONBytes(body)
 
 
