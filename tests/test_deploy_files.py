@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cli_help import serve_help
 from server_process import ServerProcess, free_port
 
 from vlmserve.config import Settings
@@ -85,14 +86,6 @@ def test_dockerfile_runs_the_server_as_documented(dockerfile: str) -> None:
     command = json.loads(instruction(dockerfile, "CMD")[-1])
     assert command[:2] == ["vlmserve", "serve"]
     assert command[command.index("--host") + 1] == "0.0.0.0"
-
-
-def serve_help() -> str:
-    env = {**os.environ, "COLUMNS": "400", "TERM": "dumb", "NO_COLOR": "1"}
-    result = subprocess.run([sys.executable, "-m", "vlmserve", "serve", "--help"], capture_output=True, text=True,
-                            env=env, timeout=120)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_dockerfile_cmd_flags_exist_in_the_cli() -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_help import serve_help
 from conftest import text_image
 from server_process import ServerProcess
 
@@ -55,14 +56,6 @@ def load_generator() -> object:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def serve_help() -> str:
-    env = {**os.environ, "COLUMNS": "400", "TERM": "dumb", "NO_COLOR": "1"}
-    result = subprocess.run([sys.executable, "-m", "vlmserve", "serve", "--help"], capture_output=True, text=True,
-                            env=env, timeout=120)  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def test_configuration_reference_is_current() -> None:

@@ -205,9 +205,7 @@ class PoolBackend:
         tried: set[Replica] = set()
         attempt = 0
         while True:
-            replica = self.pick(tried)
-            tried.add(replica)
-            replica.in_flight += 1
+            replica = self._take(tried)
             started = False
             try:
                 # backends' streams are async generators: closing one at once closes its HTTP response
@@ -238,9 +236,7 @@ class PoolBackend:
         tried: set[Replica] = set()
         attempt = 0
         while True:
-            replica = self.pick(tried)
-            tried.add(replica)
-            replica.in_flight += 1
+            replica = self._take(tried)
             try:
                 result = await call(replica.backend)
             except VlmServeError as exc:
@@ -256,6 +252,13 @@ class PoolBackend:
             await self._backoff(attempt)
 
     # --- choosing, marking, retrying ------------------------------------------------------------------------
+
+    def _take(self, tried: set[Replica]) -> Replica:
+        """Pick a replica for the next attempt and count it busy (the caller's `finally` uncounts it)."""
+        replica = self.pick(tried)
+        tried.add(replica)
+        replica.in_flight += 1
+        return replica
 
     def pick(self, tried: set[Replica]) -> Replica:
         """Least busy among: available untried replicas, else available ones, else untried, else any."""

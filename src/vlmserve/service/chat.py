@@ -30,6 +30,7 @@ from vlmserve.media.pipeline import MediaPipeline
 from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.fallback import FallbackCounts, with_fallbacks
+from vlmserve.service.leasing import lease_for
 
 
 @dataclass
@@ -144,13 +145,7 @@ class ChatService:
         self, spec: ModelSpec, request: ChatRequest | CompletionRequest, timings: Timings
     ) -> AsyncIterator[ChatChunk]:
         began = time.perf_counter_ns()
-        async with self.scheduler.lease(
-            spec,
-            request.keep_alive,
-            client=request.client,
-            background=request.background,
-            engine_options=request.engine_options,
-        ) as lease:
+        async with lease_for(self.scheduler, spec, request) as lease:
             timings.load_ns = lease.load_ns
             note_queue_wait(time.perf_counter_ns() - began - lease.load_ns)
             first_token: int | None = None

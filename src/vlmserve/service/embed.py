@@ -11,6 +11,7 @@ from vlmserve.errors import BadRequest
 from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.fallback import FallbackCounts, with_fallbacks
+from vlmserve.service.leasing import lease_for
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per embeddings request
 
@@ -40,13 +41,7 @@ class EmbedService:
         return name, result, load_ns
 
     async def _embed(self, spec: ModelSpec, request: EmbedRequest) -> tuple[str, EmbedResult, int]:
-        async with self.scheduler.lease(
-            spec,
-            request.keep_alive,
-            client=request.client,
-            background=request.background,
-            engine_options=request.engine_options,
-        ) as lease:
+        async with lease_for(self.scheduler, spec, request) as lease:
             return spec.name, await lease.backend.embed(replace(request, model=spec.name)), lease.load_ns
 
 
