@@ -323,6 +323,8 @@ def test_fallback_answers_name_the_model_asked_for_in_a_header(fallback_server: 
         for path, body in embeddings:
             response = http.post(path, json=body)
             assert response.status_code == 200 and response.headers.get(header) == "embed-primary", path
+            if path != "/api/embeddings":  # the legacy route's body has no model field
+                assert response.json()["model"] == "embed-backup", (path, response.text)
         # a model that answers itself sends no such header
         direct = http.post("/v1/chat/completions", json={"model": "backup", **chat})
         assert direct.status_code == 200 and header not in direct.headers

@@ -120,15 +120,16 @@ async def embed(body: p.EmbedRequest, request: Request) -> Response:
     domain.client = client_of(request)
     state = state_of(request)
     model, result, load_ns = await state.embed.embed(domain)
+    headers = _embed_fallback_headers(state, body.model, model)
     return JSONBytes(
         {
-            "model": body.model,
+            "model": model if headers else body.model,  # the name asked for, unless a fallback answered
             "embeddings": result.vectors,
             "total_duration": time.perf_counter_ns() - began,
             "load_duration": load_ns,
             "prompt_eval_count": result.prompt_tokens,
         },
-        headers=_embed_fallback_headers(state, body.model, model),
+        headers=headers,
     )
 
 
