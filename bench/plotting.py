@@ -33,7 +33,7 @@ class Panel:
     lower_is_better: bool = False
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +50,7 @@ def machine_note() -> str:
     return f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; one run on a shared machine"
 
 
-def _finish(fig: Any, plt: Any, path: str | Path, title: str, note: str) -> Path:
+def finish_figure(fig: Any, plt: Any, path: str | Path, title: str, note: str) -> Path:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.suptitle(title, fontsize=11, fontweight="bold")
@@ -65,7 +65,7 @@ def _finish(fig: Any, plt: Any, path: str | Path, title: str, note: str) -> Path
 
 def save_panels(path: str | Path, title: str, panels: Sequence[Panel], note: str = "") -> Path:
     """Side-by-side bar charts, one per metric (metrics of different units never share an axis)."""
-    plt = _pyplot()
+    plt = pyplot()
     width = sum(max(3.2, 0.9 * len(panel.values) + 0.8) for panel in panels) + 0.6
     fig, axes = plt.subplots(1, len(panels), figsize=(width, 3.6), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
@@ -78,7 +78,7 @@ def save_panels(path: str | Path, title: str, panels: Sequence[Panel], note: str
             ax.set_ylabel(panel.unit)
         ax.bar_label(bars, labels=[panel.fmt.format(v) for v in panel.values], padding=2, fontsize=8)
         ax.set_ylim(0, max([*panel.values, 1e-9]) * 1.18)
-    return _finish(fig, plt, path, title, note)
+    return finish_figure(fig, plt, path, title, note)
 
 
 def save_grouped(
@@ -91,7 +91,7 @@ def save_grouped(
     fmt: str = "{:.0f}",
 ) -> Path:
     """Grouped bars: each category (an input) with one bar per series (a contender)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6.0, 1.5 * len(categories) + 2), 3.8))
     width = 0.8 / max(1, len(series))
     for index, (name, values) in enumerate(series.items()):
@@ -101,4 +101,4 @@ def save_grouped(
     ax.set_xticks(range(len(categories)), list(categories), fontsize=8)
     ax.set_ylabel(ylabel)
     ax.legend(fontsize=8, frameon=False)
-    return _finish(fig, plt, path, title, note)
+    return finish_figure(fig, plt, path, title, note)
