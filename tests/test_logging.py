@@ -110,3 +110,13 @@ def test_text_format_keeps_request_id_lines(tmp_path_factory: pytest.TempPathFac
         line = next(line for line in proc.log().splitlines() if "[text-rid-9]" in line)
         assert " INFO vlmserve.access [text-rid-9]: GET /v1/models -> 200 in " in line
         assert not line.lstrip().startswith("{")
+
+
+def test_access_log_can_be_turned_off(tmp_path_factory: pytest.TempPathFactory) -> None:
+    config = {"embedded_models": False, "access_log": False, "data_dir": str(tmp_path_factory.mktemp("no-access"))}
+    with running_server(config) as proc:
+        assert httpx.get(proc.url + "/v1/models", headers={"X-Request-ID": "quiet-rid-1"}).status_code == 200
+        missing = httpx.get(proc.url + "/v1/models/nope", headers={"X-Request-ID": "quiet-rid-2"})
+        assert missing.status_code == 404 and missing.headers["x-request-id"] == "quiet-rid-2"
+        time.sleep(0.5)  # an access record, were one written, is written before the response ends
+        assert "quiet-rid-1" not in proc.log() and "GET /v1/models" not in proc.log()

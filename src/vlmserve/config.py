@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     port: int = 11434  # Ollama's port, so Ollama clients find it
     log_level: str = "info"  # debug, info, warning, error
     log_format: Literal["text", "json"] = Field("text", description="log lines: text, or json (one object a line)")
+    access_log: bool = Field(True, description="one log record per request (off saves ~40 µs of CPU per request)")
     # catalog
     models: list[ModelSpec] = Field(default_factory=list)  # the catalog (YAML only): see "Catalog entries"
     embedded_models: bool = Field(True, description="serve the models that ship inside pip packages")

@@ -60,6 +60,7 @@ def edge_protocol(settings: Settings, base: type[asyncio.Protocol] | None = None
     header_timeout = settings.request_header_timeout
     max_header_bytes = settings.max_header_bytes
     parent: Any = base or _base_protocol()
+    head_late = f"request headers not received within {header_timeout:g} s"
 
     class EdgeProtocol(parent):  # type: ignore[misc]
         _head_timer: asyncio.TimerHandle | None = None
@@ -82,8 +83,7 @@ def edge_protocol(settings: Settings, base: type[asyncio.Protocol] | None = None
         def _start_head(self) -> None:
             self._head_cycle = self.cycle
             self._head_bytes, self._head_tail = 0, b""
-            message = f"request headers not received within {header_timeout:g} s"
-            self._head_timer = self.loop.call_later(header_timeout, self._refuse, 408, "Request Timeout", message)
+            self._head_timer = self.loop.call_later(header_timeout, self._refuse, 408, "Request Timeout", head_late)
 
         def _refuse(self, status: int, reason: str, message: str) -> None:
             self._stop_head()

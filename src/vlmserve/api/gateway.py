@@ -122,7 +122,8 @@ class Gateway:
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:
-            _access_log(scope, ctx, status)
+            if state is None or state.settings.access_log:
+                _access_log(scope, ctx, status)
             current.reset(reset)
             if security is not None and limiter_key is not None:
                 await security.limiter.release(limiter_key, limits, ctx.tokens_in + ctx.tokens_out, ticket)

@@ -79,6 +79,9 @@ class VideoURL:
 
 
 Part = TextPart | ImageInput | ImageURL | ImagePart | AudioInput | AudioPart | VideoInput | VideoURL
+# tuples, not `A | B` unions: isinstance on a tuple is several times faster on the per-request path
+_VISUAL_PARTS = (ImageInput, ImageURL, ImagePart, VideoInput, VideoURL)
+_AUDIO_PARTS = (AudioInput, AudioPart)
 Role = Literal["system", "user", "assistant", "tool"]
 
 
@@ -98,11 +101,11 @@ class Message:
     @property
     def has_images(self) -> bool:
         """Images or videos (a video reaches the model as frames)."""
-        return any(isinstance(p, ImageInput | ImageURL | ImagePart | VideoInput | VideoURL) for p in self.parts)
+        return any(isinstance(p, _VISUAL_PARTS) for p in self.parts)
 
     @property
     def has_audio(self) -> bool:
-        return any(isinstance(p, AudioInput | AudioPart) for p in self.parts)
+        return any(isinstance(p, _AUDIO_PARTS) for p in self.parts)
 
 
 @dataclass(slots=True)
