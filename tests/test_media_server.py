@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import http.server
+import io
 import os
 import threading
 from collections.abc import Iterator
@@ -13,8 +14,10 @@ from pathlib import Path
 
 import httpx
 import media_corpus as corpus
+import pillow_heif
 import pytest
 from conftest import data_uri, text_image
+from PIL import Image
 from server_process import ServerProcess, running_server
 
 PNG_TEXT = text_image("PAPAYA 77")
@@ -155,6 +158,22 @@ def test_empty_upload_is_400(media_server: ServerProcess) -> None:
 def test_awkward_images_are_accepted(media_server: ServerProcess, make: object) -> None:
     data = make()  # type: ignore[operator]
     assert chat(media_server, data_uri(data)).status_code == 200
+
+
+def test_heic_photo_is_read_on_both_surfaces(media_server: ServerProcess) -> None:
+    """An iPhone-style HEIC with text in it: decoded server-side (pillow-heif), so OCR reads it on each surface."""
+    pillow_heif.register_heif_opener()  # Pillow saves HEIF through it (the server registers it for itself)
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(text_image("HEIC 7291"))).convert("RGB").save(buffer, format="HEIF", quality=95)
+    heic = buffer.getvalue()
+    reply = chat(media_server, data_uri(heic, "image/heic"))
+    assert reply.status_code == 200 and "7291" in reply.json()["choices"][0]["message"]["content"], reply.text
+    ollama = httpx.post(
+        media_server.url + "/api/generate",
+        json={"model": "rapidocr", "prompt": "read", "stream": False, "images": [base64.b64encode(heic).decode()]},
+        timeout=120,
+    )
+    assert ollama.status_code == 200 and "7291" in ollama.json()["response"], ollama.text
 
 
 def _rss_kb(pid: int) -> int:

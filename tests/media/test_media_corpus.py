@@ -77,7 +77,7 @@ def test_png_zip_bomb_is_refused_without_decoding() -> None:
         (lambda: b"", InvalidMedia, "empty"),
         (lambda: corpus.SVG, InvalidMedia, "SVG"),
         (lambda: b"%PDF-1.7\n...", InvalidMedia, "PDF"),
-        (lambda: b"\x00\x00\x00\x18ftypheic" + bytes(40), InvalidMedia, "HEIC"),
+        (lambda: b"\x00\x00\x00\x18ftypheic" + bytes(40), InvalidMedia, "HEIF header is corrupt"),
         (lambda: b"\x89PNG\r\n\x1a\n" + bytes(30), InvalidMedia, "PNG"),
         (lambda: b"\xff\xd8\xff\xe0" + bytes(100), InvalidMedia, "JPEG"),
     ],
@@ -93,3 +93,36 @@ def test_format_is_sniffed_from_content() -> None:
     assert sniff(corpus.encode(Image.new("RGB", (4, 4)), "TIFF")) == "TIFF"
     assert sniff(corpus.encode(Image.new("RGB", (4, 4)), "BMP")) == "BMP"
     assert sniff(corpus.TEXT_NAMED_JPG) is None
+
+
+def _heic(size: tuple[int, int], colour: tuple[int, int, int]) -> bytes:
+    """A real HEIC (HEVC in an ISO-BMFF box), encoded by libheif/x265 from pillow-heif, like an iPhone photo."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, format="HEIF", quality=90)
+    data = buffer.getvalue()
+    assert data[4:12] == b"ftypheic"
+    return data
+
+
+def test_heic_photo_is_decoded_and_reduced() -> None:
+    data = _heic((1600, 1200), (200, 30, 30))
+    assert sniff(data) == "HEIF"
+    part = prepare_image(data, LIMITS)
+    assert (part.width, part.height) == (1024, 768)
+    red, green, blue = opened(part.data).getpixel((512, 384))  # type: ignore[misc]
+    assert red > 180 and green < 60 and blue < 60  # HEVC is lossy; the colour survives
+
+
+def test_heic_pixel_limit_is_checked_from_the_header() -> None:
+    with pytest.raises(PayloadTooLarge, match="pixels"):
+        prepare_image(_heic((640, 480), (0, 0, 0)), ImageLimits(max_pixels=100_000))
+
+
+def test_heic_orientation_is_applied_once() -> None:
+    """A HEIC saved with EXIF orientation 6 (rotate 90°) comes out portrait, not rotated twice."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    Image.new("RGB", (400, 200), (0, 0, 255)).save(buffer, format="HEIF", exif=exif.tobytes())
+    part = prepare_image(buffer.getvalue(), LIMITS)
+    assert (part.width, part.height) == (200, 400)

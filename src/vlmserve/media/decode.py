@@ -14,7 +14,16 @@ from PIL import Image, UnidentifiedImageError, features
 
 from vlmserve.errors import InvalidMedia, PayloadTooLarge
 
+try:  # HEIC (iPhone photos) through libheif, bundled in pillow-heif's wheels
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF = True
+except ImportError:  # pragma: no cover - pillow-heif is a dependency; a trimmed install refuses HEIC clearly
+    HEIF = False
+
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF" + (", AVIF" if features.check("avif") else "")
+SUPPORTED += ", HEIC" if HEIF else ""
 _ORIENTATION_TAG = 0x0112
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1")
 
@@ -36,6 +45,8 @@ def sniff(data: bytes) -> str | None:
         return "TIFF"
     if head[4:8] == b"ftyp" and head[8:12] in (b"avif", b"avis") and features.check("avif"):
         return "AVIF"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS and HEIF:
+        return "HEIF"
     return None
 
 
