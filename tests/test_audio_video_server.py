@@ -167,6 +167,7 @@ def test_transcription_language_and_prompt_reach_the_engine(client: openai.OpenA
         client.audio.transcriptions.create(model="tiny-whisper", file=speech, language="fr")
     error = refused.value.body
     assert isinstance(error, dict) and error["type"] == "invalid_request_error", error
+    assert error["param"] == "language", error  # the runner's param survives the gateway
     malformed = httpx.post(av_server.url + "/v1/audio/transcriptions", files={"file": speech},
                            data={"model": "tiny-whisper", "language": "english!"}, timeout=60)  # fmt: skip
     assert malformed.status_code == 400 and malformed.json()["error"]["param"] == "language", malformed.text

@@ -30,10 +30,13 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 def engine_error_from_response(status: int, body: bytes, engine: str, retry_after: str | None = None) -> VlmServeError:
     """Map an engine's HTTP error to our tree, keeping its message (and the engine's Retry-After)."""
     message = body.decode("utf-8", "replace")[:500]
+    param: str | None = None  # OpenAI-style engines (our runners, vLLM) name the offending parameter
     try:
         parsed = orjson.loads(body)
         err = parsed.get("error", parsed)
         message = str(err.get("message", err) if isinstance(err, dict) else err)
+        if isinstance(err, dict) and isinstance(err.get("param"), str):
+            param = err["param"]
     except (orjson.JSONDecodeError, AttributeError):
         pass
     text = f"{engine}: {message}"
@@ -45,7 +48,7 @@ def engine_error_from_response(status: int, body: bytes, engine: str, retry_afte
     if status == 503:
         return Unavailable(text, retry_after=retry)
     if 400 <= status < 500:
-        return BadRequest(text, code="engine_rejected")
+        return BadRequest(text, param=param, code="engine_rejected")
     return EngineError(f"{text} (HTTP {status})")
 
 

@@ -60,8 +60,8 @@ def load_engine(spec: ModelSpec, threads: int | None) -> PythonEngine:
     raise SystemExit(f"no Python runner for engine {spec.engine}")
 
 
-def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None, "code": None}}, status)
+def _error(status: int, message: str, kind: str = "invalid_request_error", param: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": None}}, status)
 
 
 def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
@@ -78,7 +78,7 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         try:
             messages = messages_from_wire(body.get("messages", []))
         except VlmServeError as exc:
-            return _error(exc.status, exc.message)
+            return _error(exc.status, exc.message, param=exc.param)
         return await _generate(request, messages, body, chat=True)
 
     async def completions(request: Request) -> Response:
@@ -93,7 +93,7 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         try:
             first = await anext(stream, None)
         except VlmServeError as exc:  # refused before any output (a bad option): its own status, not in-band
-            return _error(exc.status, exc.message)
+            return _error(exc.status, exc.message, param=exc.param)
         stream = _chained(first, stream, cancel)
         if body.get("stream"):
             return StreamingResponse(_sse(stream, spec.name, chat), media_type="text/event-stream")
