@@ -52,7 +52,7 @@ async def models(request: Request) -> Response:
 async def memory(request: Request) -> Response:
     state = state_of(request)
     budget = state.scheduler.config.budget_bytes
-    used = sum(r.need for r in state.scheduler.runtimes() if r.state in ("loading", "loaded", "unloading"))
+    used = state.scheduler.used_bytes()
     per_model = {r.spec.name: r.need for r in state.scheduler.runtimes() if r.state != "unloaded" and r.need}
     return JSONBytes(
         {

@@ -11,9 +11,9 @@ from vlmserve.api.state import JSONBytes, state_of
 from vlmserve.config import Scope
 from vlmserve.errors import BadRequest, NotFound
 from vlmserve.security.guard import Security
+from vlmserve.security.keys import LIMIT_MAX
 
 router = APIRouter(prefix="/admin/keys", tags=["admin"])
-BIGINT_MAX = 2**63 - 1
 
 
 class KeyCreate(BaseModel):
@@ -22,9 +22,9 @@ class KeyCreate(BaseModel):
     scopes: list[Scope] = Field(default_factory=lambda: list[Scope](["inference"]), min_length=1)
     models: list[str] | None = None
     # le: the key table's BIGINT columns (a larger number was a 500 from the database driver)
-    rpm: int | None = Field(None, ge=0, le=BIGINT_MAX)
-    tpm: int | None = Field(None, ge=0, le=BIGINT_MAX)
-    concurrency: int | None = Field(None, ge=0, le=BIGINT_MAX)
+    rpm: int | None = Field(None, ge=0, le=LIMIT_MAX)
+    tpm: int | None = Field(None, ge=0, le=LIMIT_MAX)
+    concurrency: int | None = Field(None, ge=0, le=LIMIT_MAX)
 
 
 def _security(request: Request) -> Security:

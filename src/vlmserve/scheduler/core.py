@@ -76,6 +76,10 @@ class Scheduler:
     def runtimes(self) -> list[Runtime]:
         return list(self._models.values())
 
+    def used_bytes(self) -> int:
+        """Memory the loaded (and loading / unloading) models hold, as the budget counts it."""
+        return sum(r.need for r in self._models.values() if r.state in pol.HOLDS_MEMORY)
+
     def queued(self, name: str) -> int:
         return sum(1 for w in self._waiters.values() if w.view.model == name)
 

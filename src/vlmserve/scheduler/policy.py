@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 ModelState = Literal["unloaded", "loading", "loaded", "unloading"]
+HOLDS_MEMORY: tuple[ModelState, ...] = ("loading", "loaded", "unloading")  # states that count against the budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +105,7 @@ def eviction_order(models: Iterable[ModelView]) -> list[ModelView]:
 
 
 def _used(models: Mapping[str, ModelView]) -> int:
-    return sum(m.need_bytes for m in models.values() if m.state in ("loading", "loaded", "unloading"))
+    return sum(m.need_bytes for m in models.values() if m.state in HOLDS_MEMORY)
 
 
 def plan(models: Mapping[str, ModelView], waiters: Sequence[WaiterView], policy: Policy, now: float) -> list[Action]:

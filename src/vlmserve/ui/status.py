@@ -15,10 +15,10 @@ from vlmserve.api.openai.batches_routes import batch_object
 from vlmserve.api.state import AppState
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.scheduler.memory import machine_memory_bytes
+from vlmserve.scheduler.policy import HOLDS_MEMORY
 from vlmserve.scheduler.state import Runtime
 
 RECENT_BATCHES = 10
-_HOLDS_MEMORY = ("loading", "loaded", "unloading")
 
 
 def _state_of(spec: ModelSpec, runtime: Runtime | None) -> str:
@@ -34,7 +34,7 @@ def model_rows(state: AppState) -> list[dict[str, Any]]:
     rows = []
     for spec in state.catalog.all():
         runtime = runtimes.get(spec.name)
-        holds = runtime is not None and spec.is_local and runtime.state in _HOLDS_MEMORY
+        holds = runtime is not None and spec.is_local and runtime.state in HOLDS_MEMORY
         expires = runtime.expires_at if runtime is not None else None
         rows.append({
             "name": spec.name, "engine": spec.engine, "state": _state_of(spec, runtime),
@@ -52,8 +52,7 @@ def model_rows(state: AppState) -> list[dict[str, Any]]:
 
 def memory_summary(state: AppState) -> dict[str, Any]:
     budget = state.scheduler.config.budget_bytes
-    used = sum(r.need for r in state.scheduler.runtimes() if r.spec.is_local and r.state in _HOLDS_MEMORY)
-    return {"budget_bytes": budget, "used_bytes": used, "machine_bytes": machine_memory_bytes()}
+    return {"budget_bytes": budget, "used_bytes": state.scheduler.used_bytes(), "machine_bytes": machine_memory_bytes()}
 
 
 async def batch_rows(state: AppState, limit: int = RECENT_BATCHES) -> list[dict[str, Any]]:
