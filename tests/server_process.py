@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -36,11 +37,27 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def _address_space_cap(megabytes: int) -> Any:
+    limit = megabytes * 2**20
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
 @contextlib.contextmanager
 def running_server(
-    config: dict[str, Any] | None = None, *, env: dict[str, str] | None = None, startup_timeout: float = 60.0
+    config: dict[str, Any] | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    startup_timeout: float = 60.0,
+    memory_cap_mb: int | None = None,
 ) -> Iterator[ServerProcess]:
-    """Yield a started server; `config` becomes its YAML config file. Stops it (and its runners) on exit."""
+    """Yield a started server; `config` becomes its YAML config file. Stops it (and its runners) on exit.
+
+    `memory_cap_mb` caps the address space of the server and of every runner it starts (`ulimit -v`, inherited
+    by children): a request that makes a process balloon fails the test instead of exhausting the machine."""
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix="vlmserve-test-"))
     args = [sys.executable, "-m", "vlmserve", "serve", "--port", str(port), "--log-level", "info"]
@@ -53,7 +70,13 @@ def running_server(
     if not (config or {}).get("data_dir") and "VLMSERVE_DATA_DIR" not in (env or {}):
         clean_env["VLMSERVE_DATA_DIR"] = str(workdir / "data")  # its own batch database unless told otherwise
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env={**clean_env, **(env or {})})
+        proc = subprocess.Popen(
+            args,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**clean_env, **(env or {})},
+            preexec_fn=None if memory_cap_mb is None else _address_space_cap(memory_cap_mb),
+        )
     server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)
     try:
         deadline = time.monotonic() + startup_timeout
