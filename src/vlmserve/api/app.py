@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vlmserve import __version__
 from vlmserve.api import admin, admin_keys, jobs_routes, metrics, ops, simple
@@ -95,9 +95,18 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return (f"{param}: {message}{extra}" if param else f"{message}{extra}"), param
 
 
+class BodyTooLarge(HTTPException):
+    """Raised by the gate's `receive` once the bytes received pass the limit: an HTTPException, because FastAPI
+    turns any other error of its body read into a 400; `on_http` maps it to the surface's 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is over the limit of {limit} bytes")
+
+
 class RequestGate:
-    """Pure-ASGI front door: refuses oversized bodies with 413 before reading them, and treats JSON API bodies
-    sent without a JSON content type (curl -d, as in Ollama's docs) as JSON."""
+    """Pure-ASGI front door: refuses oversized bodies with 413 (on Content-Length before reading them, and on
+    the bytes actually received, for chunked bodies), and treats JSON API bodies sent without a JSON content
+    type (curl -d, as in Ollama's docs) as JSON."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, upload_max_bytes: int | None = None) -> None:
         self.app = app
@@ -109,16 +118,16 @@ class RequestGate:
             await self.app(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        path: str = scope["path"]
+        limit = self.upload_max_bytes if path == "/v1/files" else self.max_bytes
         content_type = b""
         for key, value in headers:
-            limit = self.upload_max_bytes if scope["path"] == "/v1/files" else self.max_bytes
             if key == b"content-length" and value.isdigit() and int(value) > limit:
                 exc = PayloadTooLarge(f"request body is {int(value)} bytes, limit is {limit}")
-                await error_response(scope["path"], exc)(scope, receive, send)
+                await error_response(path, exc)(scope, receive, send)
                 return
             if key == b"content-type":
                 content_type = value
-        path: str = scope["path"]
         if (
             scope["method"] == "POST"
             and path.startswith(("/api/", "/v1/"))
@@ -126,7 +135,26 @@ class RequestGate:
         ):
             rest = [(k, v) for k, v in headers if k != b"content-type"]
             scope = {**scope, "headers": [*rest, (b"content-type", b"application/json")]}
-        await self.app(scope, receive, send)
+        received = 0
+        refused = False
+
+        async def counted_receive() -> Message:
+            # counted as it arrives: a chunked body past the limit is refused without reading (or buffering) more
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if refused and message["type"] == "http.response.start":  # the rest of the body is never read
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, counted_receive, closing_send)
 
 
 def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
@@ -175,6 +203,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         error: VlmServeError
         if exc.status_code == 404:
             error = NotFound(f"no route {request.method} {request.url.path}")
+        elif exc.status_code == 413:
+            error = PayloadTooLarge(str(exc.detail))
         else:
             error = VlmServeError(str(exc.detail))
             error.status = exc.status_code
