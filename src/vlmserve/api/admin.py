@@ -11,11 +11,12 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from vlmserve.api.state import AppState, JSONBytes, state_of
+from vlmserve.api.wire import JsonRoute
 from vlmserve.backends.pool import PoolBackend
 from vlmserve.scheduler.memory import MB, machine_memory_bytes
 from vlmserve.scheduler.state import Runtime
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+router = APIRouter(prefix="/admin", tags=["admin"], route_class=JsonRoute)
 
 
 def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:

@@ -8,12 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.api.wire import JsonRoute
 from vlmserve.config import Scope
 from vlmserve.errors import BadRequest, NotFound
 from vlmserve.security.guard import Security
 from vlmserve.security.keys import LIMIT_MAX
 
-router = APIRouter(prefix="/admin/keys", tags=["admin"])
+router = APIRouter(prefix="/admin/keys", tags=["admin"], route_class=JsonRoute)
 
 
 class KeyCreate(BaseModel):

@@ -86,8 +86,11 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     if not errors:
         return "invalid request", None
     first = errors[0]
-    if first.get("type") == "json_invalid":
-        return "request body is not valid JSON", None
+    if first.get("type") == "json_invalid":  # orjson's reason (api/wire.py), minus its position
+        reason = str((first.get("ctx") or {}).get("error", ""))
+        if "surrogate" in reason or "UTF-8" in reason:
+            return "invalid Unicode (lone surrogate or invalid UTF-8) in request body", None
+        return f"request body is not valid JSON: {reason}" if reason else "request body is not valid JSON", None
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
     param = ".".join(loc) or None
     message = str(first.get("msg", "invalid value"))

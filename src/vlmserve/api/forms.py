@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
+from vlmserve.api.wire import check_text
 from vlmserve.errors import BadRequest
 
 
@@ -13,9 +14,11 @@ async def multipart_file(request: Request, names: tuple[str, ...], what: str) ->
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise BadRequest(f"send multipart/form-data with {what}", param=names[0])
     form = await request.form()
-    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    # a part's charset may be any codec (unicode_escape yields lone surrogates): text is checked like JSON's
+    fields = {check_text(key, key): check_text(value, key) for key, value in form.items() if isinstance(value, str)}
     for name in names:
         upload = form.get(name)
         if isinstance(upload, UploadFile):
+            check_text(upload.filename or "", "filename")
             return name, upload, fields
     raise BadRequest(f"missing file field '{names[0]}' ({what})", param=names[0])

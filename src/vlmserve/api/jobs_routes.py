@@ -19,12 +19,13 @@ from starlette.responses import Response
 from vlmserve.api.openai.files_routes import jobs_of
 from vlmserve.api.simple import AnalyzeRequest
 from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.api.wire import JsonRoute
 from vlmserve.context import current, note_model
 from vlmserve.domain.types import Capability
 from vlmserve.errors import NotFound, VlmServeError
 from vlmserve.media.images import decode_base64
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=JsonRoute)
 
 
 def job_object(row: dict[str, Any]) -> dict[str, Any]:

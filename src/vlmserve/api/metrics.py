@@ -19,6 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from starlette.responses import Response
 
+from vlmserve.api.wire import JsonRoute
 from vlmserve.backends.pool import PoolBackend, public_url
 from vlmserve.context import RequestContext
 from vlmserve.service.fallback import FallbackCounts
@@ -26,7 +27,7 @@ from vlmserve.service.fallback import FallbackCounts
 if TYPE_CHECKING:
     from vlmserve.api.state import AppState
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], route_class=JsonRoute)
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _BOUNDS = (*map(str, map(float, _LATENCY)), "+Inf")
 

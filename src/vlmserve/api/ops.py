@@ -12,9 +12,10 @@ from starlette.responses import PlainTextResponse, Response
 
 from vlmserve import __version__
 from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.api.wire import JsonRoute
 from vlmserve.backends.pool import PoolBackend, public_url
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], route_class=JsonRoute)
 
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)

@@ -15,11 +15,12 @@ from starlette.responses import Response
 
 from vlmserve.api.forms import multipart_file
 from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.api.wire import JsonRoute
 from vlmserve.domain.types import ChatRequest, ImageInput, Message, SamplingParams, TextPart
 from vlmserve.errors import BadRequest
 from vlmserve.media.images import decode_base64
 
-router = APIRouter(tags=["simple"])
+router = APIRouter(tags=["simple"], route_class=JsonRoute)
 DEFAULT_PROMPT = "Describe this image."
 
 

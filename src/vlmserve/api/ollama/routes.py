@@ -15,13 +15,14 @@ from vlmserve.api.ollama import adapter
 from vlmserve.api.ollama import protocol as p
 from vlmserve.api.ollama.errors import error_message
 from vlmserve.api.state import AppState, JSONBytes, client_of, fallback_headers, state_of
+from vlmserve.api.wire import JsonRoute
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability, ChatRequest, Usage
 from vlmserve.errors import VlmServeError
 from vlmserve.service.chat import ChatStream
 
-router = APIRouter(prefix="/api", tags=["ollama"])
+router = APIRouter(prefix="/api", tags=["ollama"], route_class=JsonRoute)
 NDJSON = "application/x-ndjson"
 
 

@@ -16,11 +16,12 @@ from starlette.responses import PlainTextResponse, Response
 
 from vlmserve.api.forms import multipart_file
 from vlmserve.api.state import JSONBytes, client_of, state_of
+from vlmserve.api.wire import JsonRoute
 from vlmserve.domain.types import ChatRequest, Message, SamplingParams
 from vlmserve.errors import BadRequest
 from vlmserve.media.audio import prepare_audio_async
 
-router = APIRouter(prefix="/v1/audio", tags=["openai"])
+router = APIRouter(prefix="/v1/audio", tags=["openai"], route_class=JsonRoute)
 ResponseFormat = Literal["json", "text", "verbose_json"]
 _FORMATS: tuple[str, ...] = ("json", "text", "verbose_json")
 

@@ -12,13 +12,14 @@ from starlette.responses import Response
 from vlmserve.api.openai import adapter
 from vlmserve.api.openai.files_routes import get_file_row, jobs_of
 from vlmserve.api.state import JSONBytes
+from vlmserve.api.wire import JsonRoute
 from vlmserve.context import current
 from vlmserve.domain.duration import parse_duration
 from vlmserve.errors import BadRequest, Conflict, NotFound
 from vlmserve.jobs.model import ENDPOINTS, BatchStatus, ItemState
 from vlmserve.jobs.runtime import JobsRuntime
 
-router = APIRouter(prefix="/v1", tags=["openai-batches"])
+router = APIRouter(prefix="/v1", tags=["openai-batches"], route_class=JsonRoute)
 _TIMES = ("created_at", "in_progress_at", "expires_at", "finalizing_at", "completed_at", "failed_at",
           "expired_at", "cancelling_at", "cancelled_at")  # fmt: skip
 

@@ -11,12 +11,13 @@ from starlette.responses import Response
 from vlmserve.api.forms import multipart_file
 from vlmserve.api.openai import adapter
 from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.api.wire import JsonRoute
 from vlmserve.errors import BadRequest, NotFound, PayloadTooLarge, Unavailable
 from vlmserve.jobs.model import FILE_PURPOSES
 from vlmserve.jobs.runtime import JobsRuntime
 from vlmserve.jobs.validate import count_lines
 
-router = APIRouter(prefix="/v1", tags=["openai-files"])
+router = APIRouter(prefix="/v1", tags=["openai-files"], route_class=JsonRoute)
 
 
 def jobs_of(request: Request) -> JobsRuntime:

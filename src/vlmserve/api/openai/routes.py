@@ -15,12 +15,13 @@ from vlmserve.api.openai import adapter
 from vlmserve.api.openai import protocol as p
 from vlmserve.api.openai.errors import error_body
 from vlmserve.api.state import JSONBytes, client_of, fallback_headers, state_of
+from vlmserve.api.wire import JsonRoute
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability
 from vlmserve.errors import VlmServeError
 from vlmserve.service.chat import ChatStream
 
-router = APIRouter(prefix="/v1", tags=["openai"])
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=JsonRoute)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
