@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = 64 * 1024 * 1024  # largest request body (413 beyond)
     max_image_bytes: int = 20 * 1024 * 1024  # largest single image, encoded (413 beyond)
     max_image_pixels: int = Field(50_000_000, description="images with more pixels are refused (from the header)")
+    max_image_decoded_mb: int = Field(
+        256, ge=1, description="memory one image may take to decode, convert and resize (from the header; 413 beyond)"
+    )
+    media_decode_memory_mb: int = Field(
+        512, ge=1, description="memory all image decodes in flight may take together; more wait their turn"
+    )
+    media_decode_wait: float = Field(30.0, gt=0, description="seconds an image may wait for decode memory (503 beyond)")
     # media pipeline (image URLs, per-request limits, prepared-image cache)
     media_fetch_enabled: bool = Field(True, description="fetch http(s) image URLs sent by clients")
     media_fetch_allow: Annotated[list[str], NoDecode] = Field(

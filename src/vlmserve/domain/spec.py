@@ -20,6 +20,8 @@ EngineKind = Literal[
 
 LOCAL_ENGINES: frozenset[str] = frozenset({"llamacpp", "transformers", "rapidocr", "onnx-embed"})
 REMOTE_PARALLEL = 64  # vLLM / Ollama / OpenAI batch and queue on their side; ours is the backpressure bound
+OCR_MAX_ASPECT_RATIO = 50.0  # a long text line (2000x40) still reads; 1024x4 strips are refused
+MAX_ASPECT_RATIO = 200.0  # other engines: Qwen2-VL's processor refuses beyond this itself
 _NEEDS_PATH: frozenset[str] = frozenset({"llamacpp", "transformers", "onnx-embed"})
 
 _DEFAULT_CAPABILITIES: dict[str, list[Capability]] = {
@@ -94,6 +96,9 @@ class ModelSpec(BaseModel):
     memory_mb: int | None = None  # what loading takes, when you know better than the estimate
     max_image_side: int = 1024  # images are shrunk so that their longer side is at most this
     max_image_pixels: int | None = None  # and, when set, to at most this many pixels
+    max_aspect_ratio: float | None = Field(
+        default=None, ge=1, description="longer / shorter image side allowed, else a 400 (default: OCR 50, others 200)"
+    )
     max_images: int = 8  # images per request for this model
 
     @model_validator(mode="before")
@@ -125,6 +130,14 @@ class ModelSpec(BaseModel):
         if self.parallel < 1:
             raise ValueError(f"model {self.name!r}: parallel must be >= 1")
         return self
+
+    @property
+    def aspect_ratio_limit(self) -> float:
+        """Thin strips make OCR detectors (and dynamic-resolution VLM processors) scale the short side up and
+        allocate without bound: refused from the header, before any engine work. 200 is Qwen2-VL's own limit."""
+        if self.max_aspect_ratio is not None:
+            return self.max_aspect_ratio
+        return OCR_MAX_ASPECT_RATIO if self.engine in ("rapidocr", "ocr-chat") else MAX_ASPECT_RATIO
 
     def can(self, capability: Capability) -> bool:
         return capability in self.capabilities

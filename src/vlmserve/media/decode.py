@@ -1,6 +1,11 @@
 """Decode: format sniffed from the bytes (never from a name or a mime type), limits checked from the header
 before any pixel is decoded, JPEG decoded in the DCT domain at the smallest scale that still covers the target.
 
+Limits from the header: pixels (decompression bombs), aspect ratio (per model: thin strips make engines that
+scale the short side up allocate without bound) and decoded memory: width x height x the bytes per pixel Pillow
+stores for the decoded mode, plus what mode conversion and resizing allocate (`decoded_cost`; a JPEG counts at
+its draft size). A 380 KB 7000x7000 RGBA PNG is 49 MP but costs ~0.5 GB; the pixel limit alone let it through.
+
 Runs in a worker thread (see media/images.py); every failure is an `InvalidMedia` (400) or `PayloadTooLarge`
 (413), never a bare Pillow exception.
 """
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError, features
 
 from vlmserve.errors import InvalidMedia, PayloadTooLarge
+from vlmserve.media.transform import rgb_bytes_per_pixel
 
 try:  # HEIC (iPhone photos) through libheif, bundled in pillow-heif's wheels
     import pillow_heif
@@ -25,6 +31,9 @@ except ImportError:  # pragma: no cover - pillow-heif is a dependency; a trimmed
 SUPPORTED = "JPEG, PNG, WebP, GIF, BMP, TIFF" + (", AVIF" if features.check("avif") else "")
 SUPPORTED += ", HEIC" if HEIF else ""
 _ORIENTATION_TAG = 0x0112
+# bytes per pixel of the buffers a codec decodes into before Pillow copies the pixels out (measured: libwebp's
+# animation decoder keeps an RGBA canvas and frame; libtiff's RGBA path for YCbCr, old JPEG and odd bit depths)
+_CODEC_BUFFER = {"WEBP": 12, "TIFF": 4, "AVIF": 8, "HEIF": 8}
 _HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1")
 
 
@@ -82,8 +91,10 @@ class Decoded:
     orientation: int
 
 
-def open_checked(data: bytes, *, max_bytes: int, max_pixels: int, field: str) -> Image.Image:
-    """Open (header only) after the byte, format and pixel checks; the returned image is not decoded yet."""
+def open_checked(
+    data: bytes, *, max_bytes: int, max_pixels: int, field: str, max_aspect_ratio: float | None = None
+) -> Image.Image:
+    """Open (header only) after the byte, format, pixel and aspect-ratio checks; the image is not decoded yet."""
     if not data:
         raise InvalidMedia(f"{field}: empty image", param=field)
     if len(data) > max_bytes:
@@ -104,20 +115,49 @@ def open_checked(data: bytes, *, max_bytes: int, max_pixels: int, field: str) ->
         raise InvalidMedia(f"{field}: image has no pixels ({width}x{height})", param=field)
     if width * height > max_pixels:
         raise PayloadTooLarge(f"{field}: image is {width}x{height} pixels, limit is {max_pixels} pixels", param=field)
+    ratio = max(width, height) / min(width, height)
+    if max_aspect_ratio is not None and ratio > max_aspect_ratio:
+        raise InvalidMedia(
+            f"{field}: image is {width}x{height}, an aspect ratio of {ratio:.4g}:1; this model takes at most "
+            f"{max_aspect_ratio:g}:1 (max_aspect_ratio)",
+            param=field,
+            code="image_aspect_ratio",
+        )
     return image
 
 
-def decode(image: Image.Image, target: tuple[int, int], *, field: str) -> Decoded:
-    """Load the pixels; a JPEG bigger than `target` is decoded at a reduced DCT scale (1/2, 1/4, 1/8) that
-    still covers `target`, which skips most of the decoding work."""
+def use_draft(image: Image.Image, target: tuple[int, int]) -> None:
+    """Have a JPEG bigger than `target` decode at a reduced DCT scale (1/2, 1/4, 1/8) that still covers it,
+    which skips most of the decoding work and memory; the image's size and mode become the draft's."""
+    if image.format == "JPEG" and (target[0] < image.width or target[1] < image.height):
+        image.draft("RGB", target)
+
+
+def stored_bytes_per_pixel(mode: str) -> int:
+    """Bytes Pillow keeps per pixel of `mode`: 1 for 1, L and P, 2 for the 16-bit modes, 4 for all others."""
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def decoded_cost(image: Image.Image, target: tuple[int, int]) -> int:
+    """Bytes that decoding `image` (an opened, not loaded, header; after `use_draft`) and making it the RGB
+    `target` allocate at most: the decoded pixels, the mode conversion's copies, box reduction and the result."""
+    pixels = image.width * image.height
+    per_pixel = stored_bytes_per_pixel(image.mode) + rgb_bytes_per_pixel(image.mode)
+    per_pixel += _CODEC_BUFFER.get(image.format or "", 0)
+    reduced = pixels if target != image.size else 0  # box reduction's intermediate: at most a quarter, 4 bytes each
+    return pixels * per_pixel + reduced + 2 * 4 * target[0] * target[1]  # resized and oriented results
+
+
+def decode(image: Image.Image, *, field: str) -> Decoded:
+    """Load the pixels (at the draft scale when `use_draft` set one); EXIF orientation read, not applied."""
     fmt = image.format or "?"
     try:
         orientation = int(image.getexif().get(_ORIENTATION_TAG, 1))
     except Exception:  # a broken EXIF block must not fail an otherwise good image
         orientation = 1
     try:
-        if fmt == "JPEG" and (target[0] < image.width or target[1] < image.height):
-            image.draft("RGB", target)
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"{field}: image has too many pixels ({exc})", param=field) from exc

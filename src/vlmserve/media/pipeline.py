@@ -5,12 +5,13 @@ Audio becomes an AudioPart (16 kHz mono WAV, media/audio.py); a video becomes `v
 
 Sources: raw bytes (data URIs, base64, uploads) and URLs the server fetches (media/fetch.py). Preparation
 (decode + resize + encode, media/images.py) runs in a worker thread and is cached by content hash, so the
-same image sent again, or many times in a batch, is prepared once.
+same image sent again, or many times in a batch, is prepared once. Decodes share one memory budget
+(media/pool.py): each reserves its decoded cost, read from the header, before it starts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from typing import TYPE_CHECKING
 
 from vlmserve.domain.spec import ModelSpec
@@ -29,6 +30,7 @@ from vlmserve.media.audio import AudioLimits, prepare_audio_async
 from vlmserve.media.cache import PreparedImageCache, content_key
 from vlmserve.media.fetch import FetchPolicy, fetch_bytes
 from vlmserve.media.images import ImageLimits, prepare_image_async
+from vlmserve.media.pool import DecodePool
 from vlmserve.media.video import VideoLimits, sample_frames_async
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ class MediaPipeline:
         cache_bytes: int = 64 * 1024 * 1024,
         audio: AudioLimits | None = None,
         video: VideoLimits | None = None,
+        pool: DecodePool | None = None,
     ) -> None:
         self.limits = limits or ImageLimits()
         self.audio = audio or AudioLimits()
@@ -57,12 +60,14 @@ class MediaPipeline:
         self.fetch_policy = fetch or FetchPolicy(max_bytes=self.limits.max_bytes)
         self.request_limits = request_limits or RequestLimits()
         self.cache = PreparedImageCache(cache_bytes)
+        self.pool = pool or DecodePool(512 * 1024 * 1024)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaPipeline:
         limits = ImageLimits(
             max_bytes=settings.max_image_bytes,
             max_pixels=settings.max_image_pixels,
+            max_decoded_bytes=settings.max_image_decoded_mb * 2**20,
             resize_filter=settings.media_resize_filter,
         )
         fetch = FetchPolicy(
@@ -81,10 +86,18 @@ class MediaPipeline:
         video = VideoLimits(
             max_bytes=settings.max_video_bytes, max_seconds=settings.max_video_seconds, frames=settings.video_frames
         )
-        return cls(limits, fetch, request_limits, cache_bytes=settings.media_cache_bytes, audio=audio, video=video)
+        pool = DecodePool(settings.media_decode_memory_mb * 2**20, wait=settings.media_decode_wait)
+        return cls(
+            limits, fetch, request_limits, cache_bytes=settings.media_cache_bytes, audio=audio, video=video, pool=pool
+        )
 
     def limits_for(self, spec: ModelSpec) -> ImageLimits:
-        return replace(self.limits, max_side=spec.max_image_side, budget_pixels=spec.max_image_pixels)
+        return replace(
+            self.limits,
+            max_side=spec.max_image_side,
+            budget_pixels=spec.max_image_pixels,
+            max_aspect_ratio=spec.aspect_ratio_limit,
+        )
 
     def check_counts(self, messages: list[Message], spec: ModelSpec) -> None:
         total = 0
@@ -112,16 +125,10 @@ class MediaPipeline:
         return await fetch_bytes(self.fetch_policy, part.url, field_name=part.field)
 
     async def prepare(self, data: bytes, limits: ImageLimits, field: str) -> ImagePart:
-        key = await content_key(
-            data,
-            limits.max_side,
-            limits.budget_pixels,
-            limits.resize_filter,
-            limits.jpeg_quality,
-            limits.max_pixels,
-            limits.max_bytes,
+        key = await content_key(data, *astuple(limits))  # every limit: a refusal under one is no answer for another
+        return await self.cache.get_or_prepare(
+            key, lambda: prepare_image_async(data, limits, field=field, pool=self.pool)
         )
-        return await self.cache.get_or_prepare(key, lambda: prepare_image_async(data, limits, field=field))
 
     async def video_frames(self, part: VideoInput | VideoURL, limits: ImageLimits) -> list[Part]:
         if isinstance(part, VideoInput):

@@ -26,7 +26,8 @@ _TRANSPOSE: dict[int, Image.Transpose] = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+_SIXTEEN_BIT = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
+_CONVERTIBLE = frozenset({"1", "L", "CMYK", "YCbCr", "HSV", "RGBX", "LAB"})  # Pillow converts these itself
 
 
 def fit_size(width: int, height: int, max_side: int, max_pixels: int | None = None) -> tuple[int, int]:
@@ -39,24 +40,65 @@ def fit_size(width: int, height: int, max_side: int, max_pixels: int | None = No
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+# bytes per pixel that to_rgb allocates beyond its input (copies alive at once, peak of each chain)
+_RGB_COST: dict[str, int] = {"RGB": 0, "RGBA": 5, "P": 9, "LA": 9, "PA": 13, "La": 13, "RGBa": 9, "I": 8, "F": 8}
+
+
+def rgb_bytes_per_pixel(mode: str) -> int:
+    """What to_rgb allocates per pixel of a `mode` image (an upper estimate, for the decode memory budget)."""
+    if mode in _SIXTEEN_BIT:
+        return 8
+    return _RGB_COST.get(mode, 4)
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode to 8-bit RGB: palette and alpha composited on white, 16-bit scaled down, CMYK converted."""
-    if image.mode == "RGB":
+    """Any mode Pillow opens to 8-bit RGB: palette and alpha composited on white, 16-bit scaled down, 32-bit
+    integer and float images mapped by their range. A mode with no sensible
+    RGB is a ValueError (the caller's 400), never a TypeError from deep inside Pillow."""
+    mode = image.mode
+    if mode == "RGB":
         return image
-    if image.mode == "P":
+    if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
         if image.mode == "RGB":
             return image
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
+    if image.mode in ("RGBa", "La", "PA"):  # premultiplied / palette alpha: back to plain alpha first
+        image = image.convert({"La": "LA"}.get(image.mode, "RGBA"))
+    if image.mode in ("RGBA", "LA"):
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    if image.mode in _SIXTEEN_BIT:
-        return image.point(lambda v: v / 256).convert("L").convert("RGB")
-    if image.mode == "F":
-        return image.point(lambda v: v * 255 if 0 <= v <= 1 else v).convert("L").convert("RGB")
-    return image.convert("RGB")
+    if mode in _SIXTEEN_BIT:
+        return image.convert("I").point(lambda v: v * (1 / 256)).convert("L").convert("RGB")
+    if mode in ("I", "F"):
+        return _by_range(image).convert("RGB")
+    if mode in _CONVERTIBLE:
+        return image.convert("RGB")
+    raise ValueError(f"image mode {mode} has no RGB conversion")
+
+
+def _by_range(image: Image.Image) -> Image.Image:
+    """32-bit integer or float pixels to L: kept when already 0..255, floats in 0..1 scaled by 255, 16-bit
+    ranges divided by 256, anything else stretched from its minimum to its maximum (NaN and inf clipped)."""
+    extrema = image.getextrema()
+    low, high = float(extrema[0]), float(extrema[1])  # type: ignore[arg-type]  # one band: two numbers
+    if not (math.isfinite(low) and math.isfinite(high)) or high == low:
+        return image.convert("L")  # Pillow clips (inf, constants out of range); NaN becomes 0
+    if image.mode == "F" and low >= 0 and high <= 1:
+        scale, offset = 255.0, 0.0
+    elif low >= 0 and high <= 255:
+        scale, offset = 1.0, 0.0
+    elif low >= 0 and high <= 65535:
+        scale, offset = 1 / 256, 0.0
+    else:
+        scale = 255.0 / (high - low)
+        offset = -low * scale
+    if image.mode == "I" and scale != 1.0:
+        image = image.convert("F")  # integer point transforms round each step; float keeps the ramp
+    if (scale, offset) != (1.0, 0.0):
+        image = image.point(lambda v: v * scale + offset)
+    return image.convert("L")
 
 
 def resize(image: Image.Image, size: tuple[int, int], flt: ResizeFilter = "bicubic") -> Image.Image:
