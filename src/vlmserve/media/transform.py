@@ -83,17 +83,19 @@ def _by_range(image: Image.Image) -> Image.Image:
     ranges divided by 256, anything else stretched from its minimum to its maximum (NaN and inf clipped)."""
     extrema = image.getextrema()
     low, high = float(extrema[0]), float(extrema[1])  # type: ignore[arg-type]  # one band: two numbers
-    if not (math.isfinite(low) and math.isfinite(high)) or high == low:
-        return image.convert("L")  # Pillow clips (inf, constants out of range); NaN becomes 0
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return image.convert("L")  # Pillow clips inf; NaN becomes 0
     if image.mode == "F" and low >= 0 and high <= 1:
         scale, offset = 255.0, 0.0
     elif low >= 0 and high <= 255:
         scale, offset = 1.0, 0.0
     elif low >= 0 and high <= 65535:
         scale, offset = 1 / 256, 0.0
-    else:
+    elif high > low:
         scale = 255.0 / (high - low)
         offset = -low * scale
+    else:
+        return image.convert("L")  # one value out of every range: Pillow clips it
     if image.mode == "I" and scale != 1.0:
         image = image.convert("F")  # integer point transforms round each step; float keeps the ramp
     if (scale, offset) != (1.0, 0.0):
