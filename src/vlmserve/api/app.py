@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -91,11 +92,26 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         if "surrogate" in reason or "UTF-8" in reason:
             return "invalid Unicode (lone surrogate or invalid UTF-8) in request body", None
         return f"request body is not valid JSON: {reason}" if reason else "request body is not valid JSON", None
-    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(loc) or None
-    message = str(first.get("msg", "invalid value"))
-    extra = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    param = _param(first)
+    # a union field (keep_alive: str | float) fails once per member: name the field, and the member's
+    # complaint that says most (a bound) rather than "should be a valid string"
+    same = [e for e in errors if _param(e) == param]
+    chosen = next((e for e in same if not str(e.get("type", "")).endswith("_type")), first)
+    message = str(chosen.get("msg", "invalid value"))
+    others = len(errors) - len(same)
+    extra = f" (and {others} more problems)" if others else ""
     return (f"{param}: {message}{extra}" if param else f"{message}{extra}"), param
+
+
+def _param(error: Any) -> str | None:
+    """The field's dotted path, without "body" and the member tags pydantic adds inside unions ("str",
+    "list[str]", "function-after[...]")."""
+    loc = [str(part) for part in error.get("loc", ()) if part != "body" and not _is_union_tag(part)]
+    return ".".join(loc) or None
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "none"))
 
 
 class BodyTooLarge(HTTPException):

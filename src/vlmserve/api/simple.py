@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from vlmserve.api.forms import multipart_file
 from vlmserve.api.state import JSONBytes, state_of
-from vlmserve.api.wire import JsonRoute
+from vlmserve.api.wire import MAX_TOKENS, JsonRoute, Tokens
 from vlmserve.domain.types import ChatRequest, ImageInput, Message, SamplingParams, TextPart
 from vlmserve.errors import BadRequest
 from vlmserve.media.images import decode_base64
@@ -30,7 +30,7 @@ class AnalyzeRequest(BaseModel):
     prompt: str = DEFAULT_PROMPT
     image_base64: str = Field(min_length=1)
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: Tokens | None = None
 
 
 async def _ask(
@@ -63,9 +63,12 @@ def _int_field(fields: dict[str, str], name: str) -> int | None:
     if not value:
         return None
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise BadRequest(f"'{name}' must be an integer", param=name) from None
+    if not 1 <= number <= MAX_TOKENS:
+        raise BadRequest(f"'{name}' must be between 1 and {MAX_TOKENS}", param=name)
+    return number
 
 
 @router.post("/process")

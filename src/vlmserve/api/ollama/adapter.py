@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from vlmserve.api.ollama import protocol as p
+from vlmserve.api.wire import engine_seed
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
@@ -48,7 +48,7 @@ def sampling(options: p.Options | None) -> SamplingParams:
         temperature=options.temperature,
         top_p=options.top_p,
         top_k=options.top_k,
-        seed=options.seed,
+        seed=engine_seed(options.seed),
         stop=[stop] if isinstance(stop, str) else list(stop or []),
         repeat_penalty=options.repeat_penalty,
         presence_penalty=options.presence_penalty,
@@ -177,9 +177,10 @@ def expires_iso(expires_at_monotonic: float | None) -> str:
     if expires_at_monotonic is None:
         return "2318-01-01T00:00:00Z"  # Ollama's way of saying "never" for a pinned/forever model
     wall = time.time() + (expires_at_monotonic - time.monotonic())
-    if math.isinf(wall):
+    try:
+        return datetime.fromtimestamp(wall, UTC).isoformat().replace("+00:00", "Z")
+    except (OverflowError, ValueError, OSError):  # infinite, or past year 9999: a keep_alive of ages
         return "2318-01-01T00:00:00Z"
-    return datetime.fromtimestamp(wall, UTC).isoformat().replace("+00:00", "Z")
 
 
 def engine_options(options: p.Options | None) -> dict[str, int] | None:

@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 from vlmserve.api.openai import protocol as p
+from vlmserve.api.wire import engine_seed
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.types import (
     AudioInput,
@@ -46,7 +47,7 @@ def _sampling(req: p._Sampling, max_tokens: int | None) -> SamplingParams:
         temperature=req.temperature,
         top_p=req.top_p,
         top_k=req.top_k,
-        seed=req.seed,
+        seed=engine_seed(req.seed),
         stop=_stop(req.stop),
         presence_penalty=req.presence_penalty,
         frequency_penalty=req.frequency_penalty,

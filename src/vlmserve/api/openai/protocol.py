@@ -6,10 +6,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vlmserve.api.wire import Bool, Dimensions, KeepAlive, Seed, TokenId, Tokens, TopK
+
 
 class _Lenient(BaseModel):
     # Unknown fields are accepted and ignored, as OpenAI-compatible servers do (clients send many extras).
-    model_config = ConfigDict(extra="allow")
+    # Every number is bounded (api/wire.py) and no float may be NaN or infinite.
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class TextContent(_Lenient):
@@ -58,13 +61,13 @@ class ChatMessage(_Lenient):
 
 
 class StreamOptions(_Lenient):
-    include_usage: bool = False
+    include_usage: Bool = False
 
 
 class JsonSchemaSpec(_Lenient):
     name: str = "response"
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
+    strict: Bool | None = None
 
 
 class ResponseFormat(_Lenient):
@@ -75,38 +78,38 @@ class ResponseFormat(_Lenient):
 class _Sampling(_Lenient):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: int | None = Field(default=None, ge=0)
-    seed: int | None = None
+    top_k: TopK | None = None
+    seed: Seed | None = None  # int64; engines get it modulo 2**32 (wire.engine_seed)
     stop: str | list[str] | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     n: int | None = Field(default=None, ge=1, le=1, description="only n=1 is supported")
-    stream: bool = False
+    stream: Bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    keep_alive: str | float | None = None  # vlmserve extension, Ollama semantics
+    keep_alive: KeepAlive = None  # vlmserve extension, Ollama semantics
 
 
 class ChatCompletionRequest(_Sampling):
     model: str = ""
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: Tokens | None = None
+    max_completion_tokens: Tokens | None = None
     response_format: ResponseFormat | None = None
 
 
 class CompletionRequest(_Sampling):
     model: str = ""
     prompt: str | list[str]
-    max_tokens: int | None = Field(default=16, ge=1)
-    echo: bool = False
+    max_tokens: Tokens | None = 16
+    echo: Bool = False
     suffix: str | None = None
 
 
 class EmbeddingRequest(_Lenient):
     model: str = ""
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] | list[TokenId] | list[list[TokenId]]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: Dimensions | None = None
     user: str | None = None
-    keep_alive: str | float | None = None
+    keep_alive: KeepAlive = None
