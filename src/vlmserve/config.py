@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     # media pipeline (image URLs, per-request limits, prepared-image cache)
     media_fetch_enabled: bool = Field(True, description="fetch http(s) image URLs sent by clients")
     media_fetch_allow: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="CIDRs/hosts that image URLs may reach although private (comma-separated)"
+        default_factory=list,
+        description="CIDRs/hosts, each optionally with :port, that image URLs may reach although private "
+        "(comma-separated; an entry that can never match is a startup error)",
     )
     media_fetch_timeout: float = Field(10.0, gt=0, description="seconds one image URL fetch may take in all")
     media_fetch_max_redirects: int = Field(3, ge=0)  # redirects followed per image URL
@@ -158,6 +160,15 @@ class Settings(BaseSettings):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("media_fetch_allow")
+    @classmethod
+    def _fetch_allow(cls, value: list[str]) -> list[str]:
+        from vlmserve.media.fetch import parse_allow_entry  # imported here: reading settings needs no aiohttp
+
+        for entry in value:
+            parse_allow_entry(entry)  # ValueError: an entry that can never match
         return value
 
 

@@ -3,8 +3,8 @@
 - Schemes: `http(s)://` (aiohttp) and `file://` (only under the configured root); `data:` URIs never get here.
 - No private targets: the host is resolved with getaddrinfo and *every* resolved address is checked
   (private, loopback, link-local, reserved, multicast, unspecified, non-global; IPv4-mapped IPv6 unwrapped)
-  unless the allowlist (CIDRs or host names) permits it. The connection then goes to exactly the checked
-  addresses (a pinned resolver), so a DNS answer cannot change between check and connect.
+  unless the allowlist (CIDRs or host names, each optionally with a port) permits it. The connection then goes
+  to exactly the checked addresses (a pinned resolver), so a DNS answer cannot change between check and connect.
 - Redirects are followed by hand, up to a cap, and each hop is checked again.
 - One timeout for the whole fetch, a byte cap enforced while reading (Content-Length is checked first),
   and a content-type check (image/* or a generic binary type).
@@ -15,7 +15,9 @@ Every refusal is a `BadRequest` (400) with a `code` naming the reason; an oversi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import re
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,27 +33,70 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
 
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")
+_BRACKETED = re.compile(r"\[([^\]]+)\](?::(\d+))?")
+
+
+def _port(text: str, entry: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"media_fetch_allow entry {entry!r}: port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
+def parse_allow_entry(entry: str) -> tuple[IPNetwork | str, int | None]:
+    """(network or lower-case host name, port or None for any port) of one media_fetch_allow entry: a CIDR or
+    address ("10.0.0.0/8", "::1"), a host name, either with a port ("images.internal:8080", "[::1]:8080").
+    An entry that could never match (a URL, a wildcard, a bad port) is a ValueError, so the server won't start."""
+    text = entry.strip()
+    if "://" in text:
+        raise ValueError(f"media_fetch_allow entry {entry!r} is a URL: give its host, or host:port")
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_network(text, strict=False), None
+    bracketed = _BRACKETED.fullmatch(text)
+    if bracketed is not None:
+        try:
+            network = ipaddress.ip_network(bracketed.group(1), strict=False)
+        except ValueError:
+            raise ValueError(f"media_fetch_allow entry {entry!r}: {bracketed.group(1)!r} is not an address") from None
+        return network, None if bracketed.group(2) is None else _port(bracketed.group(2), entry)
+    host, port = text, None
+    if text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = _port(port_text, entry)
+        with contextlib.suppress(ValueError):
+            return ipaddress.ip_network(host, strict=False), port
+    host = host.lower().rstrip(".")
+    if not _HOST_NAME.fullmatch(host):
+        raise ValueError(
+            f"media_fetch_allow entry {entry!r} can never match a URL's host: use a CIDR (10.0.0.0/8), an "
+            "address, a host name, or one of these with a port (images.internal:8080, [::1]:8080)"
+        )
+    return host, port
+
 
 @dataclass(frozen=True, slots=True)
 class FetchPolicy:
     enabled: bool = True
-    allow: tuple[str, ...] = ()  # CIDRs ("10.0.0.0/8", "127.0.0.1") or host names ("images.internal")
+    # CIDRs ("10.0.0.0/8", "127.0.0.1") or host names ("images.internal"), each optionally with a port
+    allow: tuple[str, ...] = ()
     timeout: float = 10.0
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 3
     file_root: str | None = None
     user_agent: str = "vlmserve-media-fetch"
-    networks: tuple[IPNetwork, ...] = field(init=False, default=())
-    hosts: frozenset[str] = field(init=False, default=frozenset())
+    networks: tuple[tuple[IPNetwork, int | None], ...] = field(init=False, default=())
+    hosts: frozenset[tuple[str, int | None]] = field(init=False, default=frozenset())
 
     def __post_init__(self) -> None:
-        networks: list[IPNetwork] = []
-        hosts: set[str] = set()
+        networks: list[tuple[IPNetwork, int | None]] = []
+        hosts: set[tuple[str, int | None]] = set()
         for entry in self.allow:
-            try:
-                networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-            except ValueError:
-                hosts.add(entry.strip().lower().rstrip("."))
+            target, port = parse_allow_entry(entry)
+            if isinstance(target, str):
+                hosts.add((target, port))
+            else:
+                networks.append((target, port))
         object.__setattr__(self, "networks", tuple(networks))
         object.__setattr__(self, "hosts", frozenset(hosts))
 
@@ -84,11 +129,16 @@ def blocked_reason(address: IPAddress) -> str | None:
     return None if ip.is_global else "non-public"
 
 
-def allowed(policy: FetchPolicy, host: str, address: IPAddress) -> bool:
-    if host.lower().rstrip(".") in policy.hosts:
+def allowed(policy: FetchPolicy, host: str, address: IPAddress, port: int) -> bool:
+    name = host.lower().rstrip(".")
+    if (name, None) in policy.hosts or (name, port) in policy.hosts:
         return True
     ips = {address, unwrap(address)}
-    return any(ip.version == net.version and ip in net for ip in ips for net in policy.networks)
+    return any(
+        ip.version == net.version and ip in net and allowed_port in (None, port)
+        for ip in ips
+        for net, allowed_port in policy.networks
+    )
 
 
 class _PinnedResolver(AbstractResolver):
@@ -122,7 +172,7 @@ async def checked_addresses(policy: FetchPolicy, url: URL, field_name: str) -> l
     for family, _, proto, _, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
         reason = blocked_reason(address)
-        if reason is not None and not allowed(policy, host, address):
+        if reason is not None and not allowed(policy, host, address, port):
             raise refused(
                 f"refusing to fetch from {host} ({address} is a {reason} address); "
                 "allow it with the media_fetch_allow setting",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -64,12 +65,16 @@ def response_format(fmt: str | dict[str, Any] | None) -> ResponseFormat:
     return ResponseFormat()
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")  # base64 has no ':', so this prefix always means a URL
+
+
 def _image(text: str, field: str) -> Part:
-    """Base64 as Ollama sends it; an http(s) URL (which Ollama itself refuses) is fetched by the service."""
-    if text.startswith(("http://", "https://")):
+    """Base64 as Ollama sends it; a URL (which Ollama itself refuses) goes to the media fetcher, which decides
+    on its scheme (http(s), file:// under media_file_root; any other scheme is a 400 naming it)."""
+    if text[:5].lower() == "data:":
+        return ImageInput(decode_base64(text.split(",", 1)[-1], field=field), field=field)
+    if _SCHEME.match(text):
         return ImageURL(text, field=field)
-    if text.startswith("data:"):
-        text = text.split(",", 1)[-1]
     return ImageInput(decode_base64(text, field=field), field=field)
 
 
