@@ -37,9 +37,20 @@ def note_model(name: str) -> None:
     ctx = current.get()
     if ctx is None or ctx.model:
         return
-    if ctx.models is not None and name not in ctx.models:
-        raise PermissionDenied(f"this API key may not use model '{name}'", param="model", code="model_not_allowed")
+    check_model_visible(name)
     ctx.model = name
+
+
+def model_visible(name: str) -> bool:
+    """Whether the request's API key may see (and use) this model: listing routes show only these."""
+    ctx = current.get()
+    return ctx is None or ctx.models is None or name in ctx.models
+
+
+def check_model_visible(name: str) -> None:
+    """A model outside the key's allowlist: 403 model_not_allowed, as a chat request on it answers."""
+    if not model_visible(name):
+        raise PermissionDenied(f"this API key may not use model '{name}'", param="model", code="model_not_allowed")
 
 
 def note_tokens(prompt: int, completion: int) -> None:

@@ -3,6 +3,7 @@ the Ollama surface, the media fetch allowlist's ports, and the API key's model a
 
 from __future__ import annotations
 
+import base64
 import http.server
 import io
 import threading
@@ -90,3 +91,49 @@ def test_fetch_allowlist_entry_that_can_never_match_stops_the_start(entry: str) 
         with running_server({"media_fetch_allow": [entry]}, startup_timeout=30):
             pass
     assert entry in str(info.value)
+
+
+ADMIN_KEY = "vs-edge-admin"
+SMOL_KEY = "vs-edge-smollm2-only"
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[ServerProcess]:
+    keys = [{"key": ADMIN_KEY, "id": "edge-admin"},
+            {"key": SMOL_KEY, "id": "edge-smol", "scopes": ["inference"], "models": ["smollm2"]}]  # fmt: skip
+    with running_server({"api_keys": keys}, memory_cap_mb=MEMORY_CAP_MB) as server:
+        yield server
+
+
+def _as(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_model_lists_show_only_the_keys_models(keyed_server: ServerProcess) -> None:
+    url = keyed_server.url
+    everything = {m["id"] for m in httpx.get(url + "/v1/models", headers=_as(ADMIN_KEY)).json()["data"]}
+    assert {"smollm2", "rapidocr", "all-minilm"} <= everything
+    assert [m["id"] for m in httpx.get(url + "/v1/models", headers=_as(SMOL_KEY)).json()["data"]] == ["smollm2"]
+    tags = httpx.get(url + "/api/tags", headers=_as(SMOL_KEY)).json()["models"]
+    assert [m["name"] for m in tags] == ["smollm2:latest"]
+    # load two models, then /api/ps shows the key only its own
+    for model in ("smollm2", "all-minilm"):
+        loaded = httpx.post(url + f"/admin/models/{model}/load", headers=_as(ADMIN_KEY), timeout=120)
+        assert loaded.status_code == 200, loaded.text
+    running = {m["name"] for m in httpx.get(url + "/api/ps", headers=_as(ADMIN_KEY)).json()["models"]}
+    assert {"smollm2:latest", "all-minilm:latest"} <= running
+    assert [m["name"] for m in httpx.get(url + "/api/ps", headers=_as(SMOL_KEY)).json()["models"]] == ["smollm2:latest"]
+
+
+def test_a_model_outside_the_allowlist_is_403_as_for_chat(keyed_server: ServerProcess) -> None:
+    url = keyed_server.url
+    image = base64.b64encode(_png()).decode()
+    message = {"role": "user", "content": "x", "images": [image]}
+    chat = httpx.post(url + "/api/chat", headers=_as(SMOL_KEY), json={"model": "rapidocr", "messages": [message]})
+    assert chat.status_code == 403, chat.text  # what the server already answers for chat
+    show = httpx.post(url + "/api/show", headers=_as(SMOL_KEY), json={"model": "rapidocr"})
+    assert show.status_code == 403 and "rapidocr" in show.json()["error"], show.text
+    card = httpx.get(url + "/v1/models/rapidocr", headers=_as(SMOL_KEY))
+    assert card.status_code == 403 and card.json()["error"]["code"] == "model_not_allowed", card.text
+    assert httpx.post(url + "/api/show", headers=_as(SMOL_KEY), json={"model": "smollm2"}).status_code == 200
+    assert httpx.get(url + "/v1/models/smollm2", headers=_as(SMOL_KEY)).status_code == 200

@@ -16,6 +16,7 @@ from vlmserve.api.ollama import protocol as p
 from vlmserve.api.ollama.errors import error_message
 from vlmserve.api.state import AppState, JSONBytes, client_of, fallback_headers, state_of
 from vlmserve.api.wire import JsonRoute
+from vlmserve.context import check_model_visible, model_visible
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability, ChatRequest, Usage
@@ -162,7 +163,8 @@ def _file_size(spec: ModelSpec) -> int:
 @router.get("/tags")
 async def tags(request: Request) -> Response:
     state = state_of(request)
-    models = [adapter.model_entry(s, _file_size(s), state.started_at) for s in state.catalog.all()]
+    visible = [s for s in state.catalog.all() if model_visible(s.name)]  # the API key's models only
+    models = [adapter.model_entry(s, _file_size(s), state.started_at) for s in visible]
     return JSONBytes({"models": models})
 
 
@@ -171,7 +173,7 @@ async def ps(request: Request) -> Response:
     state = state_of(request)
     running = []
     for runtime in state.scheduler.runtimes():
-        if runtime.state != "loaded" or not runtime.spec.is_local:
+        if runtime.state != "loaded" or not runtime.spec.is_local or not model_visible(runtime.spec.name):
             continue  # remote engines manage their own memory: they are not "running" here
         entry = adapter.model_entry(runtime.spec, runtime.need, state.started_at)
         entry.pop("modified_at")
@@ -190,6 +192,7 @@ async def ps(request: Request) -> Response:
 async def show(body: p.ShowRequest, request: Request) -> Response:
     state = state_of(request)
     spec = state.catalog.get(body.model or body.name)
+    check_model_visible(spec.name)
     defaults = spec.defaults.model_dump(exclude_none=True, exclude_defaults=True)
     parameters = "\n".join(f"{k} {v}" for k, v in defaults.items())
     return JSONBytes(

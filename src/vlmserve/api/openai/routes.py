@@ -16,6 +16,7 @@ from vlmserve.api.openai import protocol as p
 from vlmserve.api.openai.errors import error_body
 from vlmserve.api.state import JSONBytes, client_of, fallback_headers, state_of
 from vlmserve.api.wire import JsonRoute
+from vlmserve.context import check_model_visible, model_visible
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability
 from vlmserve.errors import VlmServeError
@@ -135,10 +136,13 @@ def _model_card(spec: ModelSpec, created: int) -> dict[str, Any]:
 async def list_models(request: Request) -> Response:
     state = state_of(request)
     created = int(state.started_at)
-    return JSONBytes({"object": "list", "data": [_model_card(s, created) for s in state.catalog.all()]})
+    cards = [_model_card(s, created) for s in state.catalog.all() if model_visible(s.name)]  # the key's models
+    return JSONBytes({"object": "list", "data": cards})
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> Response:
     state = state_of(request)
-    return JSONBytes(_model_card(state.catalog.get(model_id), int(state.started_at)))
+    spec = state.catalog.get(model_id)
+    check_model_visible(spec.name)
+    return JSONBytes(_model_card(spec, int(state.started_at)))
