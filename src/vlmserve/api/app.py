@@ -37,7 +37,7 @@ from vlmserve.scheduler.memory import default_budget_bytes
 from vlmserve.scheduler.state import SchedulerConfig
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
-from vlmserve.service.embed import EmbedService
+from vlmserve.service.embed import EmbedLimits, EmbedService
 from vlmserve.serving import BodyTimeout
 from vlmserve.ui.routes import router as ui_router
 
@@ -63,12 +63,13 @@ def build_state(settings: Settings) -> AppState:
         ),
     )
     media = MediaPipeline.from_settings(settings)
+    limits = EmbedLimits(settings.embed_max_inputs, settings.embed_max_input_bytes, settings.embed_max_total_bytes)
     return AppState(
         settings=settings,
         catalog=catalog,
         scheduler=scheduler,
         chat=ChatService(catalog, scheduler, media),
-        embed=EmbedService(catalog, scheduler),
+        embed=EmbedService(catalog, scheduler, limits),
     )
 
 

@@ -20,6 +20,7 @@ EngineKind = Literal[
 
 LOCAL_ENGINES: frozenset[str] = frozenset({"llamacpp", "transformers", "rapidocr", "onnx-embed"})
 REMOTE_PARALLEL = 64  # vLLM / Ollama / OpenAI batch and queue on their side; ours is the backpressure bound
+EMBED_MAX_CONTEXT = 512  # onnx-embed: BERT-style encoders have 512 positions
 OCR_MAX_ASPECT_RATIO = 50.0  # a long text line (2000x40) still reads; 1024x4 strips are refused
 MAX_ASPECT_RATIO = 200.0  # other engines: Qwen2-VL's processor refuses beyond this itself
 _NEEDS_PATH: frozenset[str] = frozenset({"llamacpp", "transformers", "onnx-embed"})
@@ -130,6 +131,12 @@ class ModelSpec(BaseModel):
         if self.parallel < 1:
             raise ValueError(f"model {self.name!r}: parallel must be >= 1")
         return self
+
+    @property
+    def embed_context(self) -> int:
+        """Tokens an onnx-embed model reads of each input (longer ones are truncated, or refused with Ollama's
+        `truncate: false`): context_size, at most the 512 positions of BERT-style encoders."""
+        return min(self.context_size, EMBED_MAX_CONTEXT)
 
     @property
     def aspect_ratio_limit(self) -> float:

@@ -14,7 +14,6 @@ import numpy as np
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, Message, SamplingParams
 
-MAX_TOKENS = 256  # all-MiniLM-L6-v2 was trained on 256-token inputs; longer text is truncated
 BATCH = 32
 
 
@@ -31,7 +30,8 @@ class OnnxEmbedEngine:
         self._session = ort.InferenceSession(spec.path, options, providers=["CPUExecutionProvider"])
         self._inputs = {i.name for i in self._session.get_inputs()}
         self._tokenizer = Tokenizer.from_file(str(Path(spec.tokenizer)))
-        self._tokenizer.enable_truncation(MAX_TOKENS)
+        # longer inputs are truncated (the service refused them first if the request said truncate: false)
+        self._tokenizer.enable_truncation(spec.embed_context)
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
 
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:

