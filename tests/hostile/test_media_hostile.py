@@ -20,17 +20,16 @@ def thin_png(width: int, height: int) -> bytes:
 
 
 @pytest.mark.parametrize("surface", SURFACES)
-@pytest.mark.parametrize("size", [(100_000, 1), (1024, 4), (4, 1024)])
+@pytest.mark.parametrize(("size", "ratio"), [((100_000, 1), "100000:1"), ((1024, 4), "256:1"), ((4, 1024), "256:1")])
 def test_thin_strips_are_refused_naming_ratio_and_limit(
-    capped_server: ServerProcess, surface: str, size: tuple[int, int]
+    capped_server: ServerProcess, surface: str, size: tuple[int, int], ratio: str
 ) -> None:
-    data = thin_png(*size)
+    data = thin_png(*size)  # 100000x1: a few hundred bytes that took a runner to 23 GB
     for model in ("rapidocr", "smollm2-ocr"):
         response = ask(capped_server.url, surface, data, model=model)
         assert response.status_code == 400, response.text
         message = error_of(surface, response)
-        ratio = max(size) / min(size)
-        assert f"{ratio:.4g}:1" in message and "at most 50:1" in message, message
+        assert f"aspect ratio of {ratio}" in message and "at most 50:1" in message, message
 
 
 @pytest.mark.parametrize("surface", SURFACES)

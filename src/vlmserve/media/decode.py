@@ -118,12 +118,16 @@ def open_checked(
     ratio = max(width, height) / min(width, height)
     if max_aspect_ratio is not None and ratio > max_aspect_ratio:
         raise InvalidMedia(
-            f"{field}: image is {width}x{height}, an aspect ratio of {ratio:.4g}:1; this model takes at most "
+            f"{field}: image is {width}x{height}, an aspect ratio of {_ratio(ratio)}:1; this model takes at most "
             f"{max_aspect_ratio:g}:1 (max_aspect_ratio)",
             param=field,
             code="image_aspect_ratio",
         )
     return image
+
+
+def _ratio(value: float) -> str:
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def use_draft(image: Image.Image, target: tuple[int, int]) -> None:
