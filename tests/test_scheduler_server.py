@@ -192,7 +192,10 @@ def test_context_size_option_reloads_and_sampling_options_do_not(local_server: S
             options={"num_predict": 2, "temperature": 1.3, "seed": 7, "stop": ["x"], "top_p": 0.5},
         )
         assert _state(local_server, "smollm2")["loads"] == before  # sampling options never reload (Ollama does)
-        reply = client.generate(model="smollm2", prompt="hi", options={"num_predict": 2, "num_ctx": 1024})
+        # a smaller context than the loaded one fits as it is (asking for less must not thrash the model)
+        client.generate(model="smollm2", prompt="hi", options={"num_predict": 2, "num_ctx": 512, "num_thread": 1})
+        assert _state(local_server, "smollm2")["loads"] == before
+        reply = client.generate(model="smollm2", prompt="hi", options={"num_predict": 2, "num_ctx": 4096})
         assert reply.done
         after = _state(local_server, "smollm2")
         assert after["loads"].get("options") == before.get("options", 0) + 1

@@ -125,12 +125,31 @@ def test_overdue_model_blocks_younger_loads_from_taking_its_memory() -> None:
 
 
 def test_requests_for_other_engine_options_reload_only_when_idle() -> None:
-    loaded = ModelView("a", "loaded", 0, 1, GB, variant="")
-    queue = [WaiterView(1, "a", "c", 0.0, variant="context_size=8192"), WaiterView(2, "a", "c", 0.1)]
+    loaded = ModelView("a", "loaded", 0, 1, GB, variant="", context_size=4096)
+    bigger = WaiterView(1, "a", "c", 0.0, variant="context_size=8192", context_size=8192)
+    queue = [bigger, WaiterView(2, "a", "c", 0.1)]
     # a request that takes any engine (no engine options) runs first on the loaded one: no reload for it
     assert plan({"a": loaded}, queue, Policy(2 * GB), now=1) == [Admit(2)]
     # once only the other options wait and the model is idle: reload it with them
     assert plan({"a": loaded}, queue[:1], Policy(2 * GB), now=1) == [Load("a", ("a",), "context_size=8192")]
-    busy = ModelView("a", "loaded", 1, 2, GB)
+    busy = ModelView("a", "loaded", 1, 2, GB, context_size=4096)
     assert plan({"a": busy}, queue[:1], Policy(2 * GB), now=1) == []  # never under a running request
     assert plan({"a": model("a")}, queue[:1], Policy(2 * GB), now=1) == [Load("a", (), "context_size=8192")]
+
+
+def test_a_smaller_context_or_other_threads_never_reload() -> None:
+    loaded = ModelView("a", "loaded", 0, 1, GB, variant="context_size=8192", context_size=8192)
+    smaller = WaiterView(1, "a", "c", 0.0, variant="", context_size=2048)
+    threads = WaiterView(2, "a", "c", 0.0, variant="context_size=8192,threads=1", context_size=8192)
+    assert plan({"a": loaded}, [smaller], Policy(2 * GB), now=1) == [Admit(1)]
+    assert plan({"a": loaded}, [threads], Policy(2 * GB), now=1) == [Admit(2)]
+    gpu = WaiterView(3, "a", "c", 0.0, variant="gpu_layers=0", context_size=2048, gpu_layers=0)
+    assert plan({"a": loaded}, [gpu], Policy(2 * GB), now=1) == [Load("a", ("a",), "gpu_layers=0")]
+
+
+def test_a_variant_is_loaded_only_when_its_own_need_fits() -> None:
+    big = WaiterView(1, "a", "c", 0.0, variant="context_size=65536", context_size=65536, need_bytes=3 * GB)
+    loaded = ModelView("a", "loaded", 0, 1, GB, context_size=4096)
+    assert plan({"a": loaded}, [big], Policy(2 * GB), now=1) == []  # waits (the scheduler refuses never-fits)
+    assert plan({"a": model("a", need=GB)}, [big], Policy(2 * GB), now=1) == []
+    assert plan({"a": model("a", need=GB)}, [big], Policy(4 * GB), now=1) == [Load("a", (), "context_size=65536")]

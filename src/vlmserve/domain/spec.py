@@ -23,6 +23,7 @@ REMOTE_PARALLEL = 64  # vLLM / Ollama / OpenAI batch and queue on their side; ou
 EMBED_MAX_CONTEXT = 512  # onnx-embed: BERT-style encoders have 512 positions
 OCR_MAX_ASPECT_RATIO = 50.0  # a long text line (2000x40) still reads; 1024x4 strips are refused
 MAX_ASPECT_RATIO = 200.0  # other engines: Qwen2-VL's processor refuses beyond this itself
+INPUT_BYTES_PER_TOKEN = 32
 _NEEDS_PATH: frozenset[str] = frozenset({"llamacpp", "transformers", "onnx-embed"})
 
 _DEFAULT_CAPABILITIES: dict[str, list[Capability]] = {
@@ -65,7 +66,18 @@ class ModelSpec(BaseModel):
     tokenizer: str | None = None  # tokenizer.json for onnx-embed
     chat_template: str | None = None  # Jinja chat template overriding the model's own
     # runner / engine options
-    context_size: int = 4096  # tokens of context per request slot
+    context_size: int = Field(default=4096, ge=16, le=1_048_576)  # tokens of context per request slot
+    max_context_size: int | None = Field(
+        default=None,
+        ge=16,
+        le=1_048_576,
+        description="the most a request's num_ctx may ask for (default: the context the GGUF was trained with)",
+    )
+    max_input_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        description="text bytes one request may send (default, local engines: 32 per token of context)",
+    )
     parallel: int = 1  # requests at once; remote engines default to REMOTE_PARALLEL (they queue themselves)
     threads: int | None = None  # CPU threads (default: the server's `threads`, else all cores)
     gpu_layers: int = -1  # llama.cpp layers offloaded to the GPU (-1: all)
@@ -131,6 +143,21 @@ class ModelSpec(BaseModel):
         if self.parallel < 1:
             raise ValueError(f"model {self.name!r}: parallel must be >= 1")
         return self
+
+    @property
+    def engine_option_names(self) -> tuple[str, ...]:
+        """The per-request engine options (Ollama's num_ctx, num_thread, num_gpu) this engine takes at load."""
+        if self.engine == "llamacpp":
+            return ("context_size", "threads", "gpu_layers")
+        return ("threads",) if self.is_local else ()
+
+    @property
+    def input_bytes_limit(self) -> int | None:
+        """Text bytes one request may send, checked before any engine work (a 50 MB prompt is refused, not
+        tokenized for half a minute): 32 bytes per token of context covers any tokenizer's longest tokens."""
+        if self.max_input_bytes is not None:
+            return self.max_input_bytes
+        return self.context_size * INPUT_BYTES_PER_TOKEN if self.is_local else None
 
     @property
     def embed_context(self) -> int:

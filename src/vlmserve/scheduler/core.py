@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -32,11 +33,15 @@ from vlmserve.scheduler.state import (
     Waiter,
     engine_variant,
     waiter_ids,
+    waiter_view,
 )
 
 log = logging.getLogger("vlmserve.scheduler")
 BackendFactory = Callable[[ModelSpec], Backend]
 MEASURE_EVERY = 5.0  # seconds between RSS measurements of loaded runners
+MIN_RATIO, MAX_RATIO = 0.5, 2.0  # what a measurement may teach the next estimate, relative to the files' estimate
+RECYCLE_FACTOR = 3.0  # an idle runner holding this many times its estimate is restarted (memory it kept)...
+RECYCLE_MIN_BYTES = 512 * 2**20  # ...when that is also this much more than the estimate
 
 
 class Scheduler:
@@ -58,14 +63,13 @@ class Scheduler:
         self._ratio: dict[str, float] = {}  # measured/estimated, per model: corrects the next estimate
         self._last_measure = 0.0
         self._unload_reasons: dict[str, str] = {}  # why the next unload of a model happens (admin, ...)
-        self._variant_specs: dict[tuple[str, str], ModelSpec] = {}  # (model, engine options) -> spec to load
 
     # --- what requests and admin endpoints call -------------------------------------------------------------
 
     def runtime(self, spec: ModelSpec) -> Runtime:
         runtime = self._models.get(spec.name)
         if runtime is None:
-            runtime = Runtime(spec, self._factory(spec), estimate=estimate_bytes(spec))
+            runtime = Runtime(spec, self._factory(spec), estimate=self._estimate(spec), engine_spec=spec)
             if spec.is_local:
                 runtime.unloaded.set()
             else:
@@ -95,14 +99,16 @@ class Scheduler:
         engine_options: dict[str, int] | None = None,
     ) -> AsyncIterator[Lease]:
         now = self._clock()
-        variant, variant_spec = engine_variant(spec, engine_options)
-        if variant:
-            self._variant_specs[(spec.name, variant)] = variant_spec
-        view = pol.WaiterView(next(waiter_ids), spec.name, client, now, background, variant)
+        variant, load_spec = engine_variant(spec, engine_options)
+        view = waiter_view(
+            next(waiter_ids), spec, variant, load_spec, engine_options, client=client, enqueued_at=now,
+            background=background,
+        )  # fmt: skip
         waiter = Waiter(
             view,
             asyncio.get_running_loop().create_future(),
             now + (queue_timeout if queue_timeout is not None else self.config.queue_timeout),
+            load_spec if variant is not None else None,
         )
         self._events.put_nowait(Enqueue(spec, waiter))
         try:
@@ -214,14 +220,21 @@ class Scheduler:
 
     def _enqueue(self, spec: ModelSpec, waiter: Waiter) -> None:
         runtime = self.runtime(spec)
-        if runtime.need > self.config.budget_bytes:
+        # what a fresh load would take (not what a loaded runner holds now: one request's spike must not make
+        # the model look as if it could never fit again)
+        fresh = self._estimate(waiter.load_spec or runtime.running_spec)
+        if fresh > self.config.budget_bytes:
+            asked = f" with engine options {waiter.view.variant}" if waiter.view.variant else ""
             waiter.future.set_exception(
                 InsufficientMemory(
-                    f"model '{spec.name}' needs about {runtime.need // 2**20} MB, more than the whole memory budget "
+                    f"model '{spec.name}'{asked} needs about {fresh // 2**20} MB, more than the whole memory budget "
                     f"({self.config.budget_bytes // 2**20} MB); raise memory_budget_mb or use a smaller model"
+                    + (" or a smaller num_ctx" if asked else "")
                 )
             )
             return
+        if waiter.load_spec is not None:
+            waiter.view = dataclasses.replace(waiter.view, need_bytes=fresh)
         queued = self.queued(spec.name)
         if queued >= self.config.max_queue:
             rate = spec.parallel / max(runtime.service_seconds, 1e-3)  # requests per second this model completes
@@ -269,6 +282,11 @@ class Scheduler:
                     if waiter.view.model == event.model:
                         del self._waiters[waiter_id]
                         waiter.future.set_exception(event.error)
+                if runtime.variant:  # a variant that failed to load leaves the catalog's engine, as before it
+                    self._spawn(_close_backend(runtime.backend))
+                    runtime.backend, runtime.variant, runtime.engine_spec = self._factory(runtime.spec), "", None
+            runtime.estimate = self._estimate(runtime.running_spec)
+            runtime.measured = None
             runtime.state = "unloaded"
             runtime.unloaded.set()
             runtime.expires_at = None
@@ -287,12 +305,33 @@ class Scheduler:
         self.config.counters[("unload", runtime.spec.name, reason)] += 1
         log.warning("model %s is no longer loaded (reason=%s)", runtime.spec.name, reason)
 
+    def _estimate(self, spec: ModelSpec) -> int:
+        """What loading `spec` takes: the file-based estimate, corrected by what earlier loads measured."""
+        base = estimate_bytes(spec)
+        return base if spec.memory_mb is not None else int(base * self._ratio.get(spec.name, 1.0))
+
     def _measure(self, runtime: Runtime) -> None:
-        measured = runtime.backend.memory_bytes
-        if measured is None or runtime.estimate <= 0:
+        """The runner's resident memory now (what the budget counts while it is loaded), and what it teaches the
+        next estimate: bounded to [MIN_RATIO, MAX_RATIO] of the file-based estimate and averaged, so one request
+        that made a runner balloon cannot poison it. An idle runner that grew far past its estimate (freed memory
+        a process keeps) is recycled: unloaded, so the next request gets a fresh one."""
+        sample = runtime.backend.memory_bytes
+        base = estimate_bytes(runtime.running_spec)
+        if sample is None or base <= 0:
             return
-        runtime.measured = max(measured, runtime.measured or 0)
-        self._ratio[runtime.spec.name] = runtime.measured / runtime.estimate
+        runtime.measured = sample
+        learned = min(MAX_RATIO, max(MIN_RATIO, sample / base))
+        old = self._ratio.get(runtime.spec.name)
+        self._ratio[runtime.spec.name] = learned if old is None else (old + learned) / 2
+        grown = sample > RECYCLE_FACTOR * max(base, runtime.estimate) and sample - base > RECYCLE_MIN_BYTES
+        if grown and runtime.in_flight == 0 and runtime.spec.name not in self._unload_reasons:
+            log.warning(
+                "model %s holds %d MB, estimated %d MB: recycling its runner when idle",
+                runtime.spec.name, sample // 2**20, runtime.estimate // 2**20,
+            )  # fmt: skip
+            runtime.expires_at = self._clock()
+            runtime.keep_alive = 0.0
+            self._unload_reasons[runtime.spec.name] = "memory_grew"
 
     def _tick(self) -> None:
         now = self._clock()
@@ -334,10 +373,10 @@ class Scheduler:
                 runtime = self._models[action.model]
                 runtime.state = "loading"
                 runtime.unloaded.clear()
-                if self._ratio.get(action.model):
-                    runtime.estimate = int(runtime.estimate * self._ratio[action.model])
-                    runtime.measured = None
-                self._spawn(self._swap(action.evict, runtime, action.variant))
+                load_spec = self._spec_to_load(runtime, action.variant)
+                runtime.estimate = self._estimate(load_spec)
+                runtime.measured = None
+                self._spawn(self._swap(action.evict, runtime, action.variant, load_spec))
             else:
                 self._models[action.model].state = "unloading"
                 reason = self._unload_reasons.pop(action.model, action.reason)
@@ -345,26 +384,30 @@ class Scheduler:
         for runtime in self._models.values():
             runtime.load_ns = 0  # only requests admitted right after a load report its duration
 
+    def _spec_to_load(self, runtime: Runtime, variant: str | None) -> ModelSpec:
+        """The spec a Load runs: the engine options of a request queued for `variant`, else what runs now."""
+        if variant is None or variant == runtime.variant:
+            return runtime.running_spec
+        if variant == "":
+            return runtime.spec
+        for waiter in self._waiters.values():
+            if waiter.view.model == runtime.spec.name and waiter.view.variant == variant and waiter.load_spec:
+                return waiter.load_spec
+        return runtime.spec
+
     def _spawn(self, job: Coroutine[None, None, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _replace_backend(self, runtime: Runtime, variant: str, *, reloading: bool) -> None:
-        old = runtime.backend
-        with contextlib.suppress(Exception):
-            await old.stop()
-            aclose = getattr(old, "aclose", None)
-            if aclose is not None:
-                await aclose()
+    async def _replace_backend(self, runtime: Runtime, variant: str, spec: ModelSpec, *, reloading: bool) -> None:
+        await _close_backend(runtime.backend)
         if reloading:
             self.config.counters[("unload", runtime.spec.name, "options")] += 1
             log.info("unloaded %s (reason=options)", runtime.spec.name)
-        spec = self._variant_specs.get((runtime.spec.name, variant), runtime.spec) if variant else runtime.spec
         runtime.backend = self._factory(spec)
         runtime.variant = variant
-        runtime.estimate = estimate_bytes(spec)
-        runtime.measured = None
+        runtime.engine_spec = spec
 
     async def _unload(self, runtime: Runtime, reason: str) -> None:
         try:
@@ -375,14 +418,14 @@ class Scheduler:
         log.info("unloaded %s (reason=%s)", runtime.spec.name, reason)
         self._events.put_nowait(Done(runtime.spec.name, loaded=False))
 
-    async def _swap(self, evict: tuple[str, ...], runtime: Runtime, variant: str) -> None:
+    async def _swap(self, evict: tuple[str, ...], runtime: Runtime, variant: str | None, spec: ModelSpec) -> None:
         name = runtime.spec.name
         for victim in evict:
             if victim != name:
                 await self._unload(self._models[victim], f"evicted_for={name}")
         reason = "first_use" if runtime.loaded_at is None else "reload"
-        if variant != runtime.variant:  # other engine options: a new engine for only this model
-            await self._replace_backend(runtime, variant, reloading=name in evict)
+        if variant is not None and variant != runtime.variant:  # other engine options: a new engine for this model
+            await self._replace_backend(runtime, variant, spec, reloading=name in evict)
             reason = "options"
         began = time.perf_counter_ns()
         try:
@@ -398,3 +441,17 @@ class Scheduler:
         self.config.counters[("load", name, reason)] += 1
         log.info("loaded %s (reason=%s) in %.2fs", name, reason, took / 1e9)
         self._events.put_nowait(Done(name, loaded=True, load_ns=took))
+
+
+async def _close_backend(backend: Backend) -> None:
+    """Stop a backend that is being replaced and close its connections; what fails is logged, not raised."""
+    try:
+        await backend.stop()
+    except Exception:
+        log.exception("stopping a replaced engine failed")
+    aclose = getattr(backend, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            log.exception("closing a replaced engine failed")

@@ -34,6 +34,8 @@ class ModelView:
     last_used: float = 0.0
     expires_at: float | None = None  # when an idle loaded model unloads (keep-alive); None = never / busy
     variant: str = ""  # engine options it is loaded with ("" = the catalog's)
+    context_size: int = 0  # of the engine it runs (or will run)
+    gpu_layers: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,10 +45,15 @@ class WaiterView:
     client: str
     enqueued_at: float
     background: bool = False
-    variant: str | None = None  # engine options the request needs; None = any
+    variant: str | None = None  # engine options the request needs, as the key to load them; None = any engine
+    context_size: int = 0  # the least context that serves it
+    gpu_layers: int | None = None  # the GPU layers it names (None: any)
+    need_bytes: int | None = None  # memory its variant takes when loaded (None: the model's need)
 
     def fits(self, model: ModelView) -> bool:
-        return self.variant is None or self.variant == model.variant
+        if self.variant is None:
+            return True
+        return model.context_size >= self.context_size and self.gpu_layers in (None, model.gpu_layers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +65,7 @@ class Admit:
 class Load:
     model: str
     evict: tuple[str, ...] = ()
-    variant: str = ""  # load with these engine options; evicting the model itself means "reload"
+    variant: str | None = None  # load with these engine options (None: as it is); evicting itself = "reload"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +98,23 @@ def fair_order(waiters: Iterable[WaiterView]) -> list[WaiterView]:
     return ordered
 
 
-def _variant_of(queue: Sequence[WaiterView]) -> str:
-    """The engine options to load for a queue: those of its first request that names any."""
+def _head_variant(queue: Sequence[WaiterView]) -> WaiterView | None:
+    """The request whose engine options a load uses: the first in fair order that names any."""
     for waiter in fair_order(queue):
         if waiter.variant is not None:
-            return waiter.variant
-    return ""
+            return waiter
+    return None
+
+
+def _variant_of(queue: Sequence[WaiterView]) -> str | None:
+    head = _head_variant(queue)
+    return head.variant if head is not None else None
+
+
+def _need_of(model: ModelView, queue: Sequence[WaiterView]) -> int:
+    """Memory a load for this queue takes: its variant's estimate, else the model's own."""
+    head = _head_variant(queue)
+    return head.need_bytes if head is not None and head.need_bytes is not None else model.need_bytes
 
 
 def eviction_order(models: Iterable[ModelView]) -> list[ModelView]:
@@ -141,7 +159,7 @@ def _plan_swap_aware(
     free = policy.budget_bytes - _used(models)
     draining: set[str] = set()
     for name in aged:  # an overdue model gets memory: whoever holds it stops taking work, then is swapped out
-        need = models[name].need_bytes - free
+        need = _need_of(models[name], by_model[name]) - free
         for holder in eviction_order(m for m in models.values() if m.state == "loaded" and m.need_bytes > 0):
             if need <= 0:
                 break
@@ -159,16 +177,19 @@ def _plan_swap_aware(
         if fitting:
             actions.extend(Admit(w.id) for w in fair_order(fitting)[:free_slots])
             busy.add(name)
-        elif model.in_flight == 0:  # only requests for other engine options wait: reload it with theirs
+        elif model.in_flight == 0 and _need_of(model, queue) <= free + model.need_bytes:
+            # only requests for other engine options wait: reload it with theirs (when they fit its memory)
             actions.append(Load(name, (name,), _variant_of(queue)))
+            free -= _need_of(model, queue) - model.need_bytes
             busy.add(name)
     reserved = busy | expiring
     for name in pending:
         model = models[name]
         variant = _variant_of(by_model[name])
-        if model.need_bytes <= free:
+        need = _need_of(model, by_model[name])
+        if need <= free:
             actions.append(Load(name, variant=variant))
-            free -= model.need_bytes
+            free -= need
             continue
         overdue = name in aged
         idle = [
@@ -183,14 +204,14 @@ def _plan_swap_aware(
         evict: list[str] = []
         room = free
         for victim in eviction_order(idle):
-            if room >= model.need_bytes:
+            if room >= need:
                 break
             evict.append(victim.name)
             room += victim.need_bytes
-        if room >= model.need_bytes:
+        if room >= need:
             actions.append(Load(name, tuple(evict), variant))
             reserved.update(evict)
-            free = room - model.need_bytes
+            free = room - need
         elif overdue:
             break  # nothing younger may take memory the overdue model is waiting for
     return actions
@@ -210,8 +231,15 @@ def _plan_fifo(
             slots[model.name] -= 1
             admitted.add(model.name)
             continue
-        if model.state == "loaded" and not waiter.fits(model) and model.in_flight == 0 and model.name not in admitted:
-            actions.append(Load(model.name, (model.name,), waiter.variant or ""))
+        need = waiter.need_bytes if waiter.need_bytes is not None else model.need_bytes
+        if (
+            model.state == "loaded"
+            and not waiter.fits(model)
+            and model.in_flight == 0
+            and model.name not in admitted
+            and need <= free + model.need_bytes
+        ):
+            actions.append(Load(model.name, (model.name,), waiter.variant))
         if model.state == "unloaded":
             idle = [
                 m
@@ -220,11 +248,11 @@ def _plan_fifo(
             ]
             evict, room = [], free
             for victim in sorted(idle, key=lambda m: m.last_used):
-                if room >= model.need_bytes:
+                if room >= need:
                     break
                 evict.append(victim.name)
                 room += victim.need_bytes
-            if room >= model.need_bytes:
-                actions.append(Load(model.name, tuple(evict), waiter.variant or ""))
+            if room >= need:
+                actions.append(Load(model.name, tuple(evict), waiter.variant))
         break  # head of the line blocks everyone behind it
     return actions

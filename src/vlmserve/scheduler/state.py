@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from vlmserve.backends.base import Backend
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.errors import VlmServeError
 from vlmserve.scheduler import policy as pol
+from vlmserve.scheduler.memory import max_context
+
+MIN_CONTEXT = 256  # tokens: Ollama's smallest num_ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +42,19 @@ class Runtime:
     service_seconds: float = 1.0  # moving average of lease duration: the basis of Retry-After
     load_ns: int = 0
     variant: str = ""  # engine options the backend runs with ("" = the catalog's)
+    engine_spec: ModelSpec | None = None  # the spec the backend runs (the catalog's, or a variant of it)
     unloaded: asyncio.Event = field(default_factory=asyncio.Event)  # set while state == "unloaded"
 
     @property
     def need(self) -> int:
         return self.measured if self.measured is not None else self.estimate
 
+    @property
+    def running_spec(self) -> ModelSpec:
+        return self.engine_spec or self.spec
+
     def view(self) -> pol.ModelView:
+        running = self.running_spec
         return pol.ModelView(
             self.spec.name,
             self.state,
@@ -55,6 +66,8 @@ class Runtime:
             self.last_used,
             self.expires_at,
             self.variant,
+            running.context_size,
+            running.gpu_layers,
         )
 
 
@@ -63,6 +76,7 @@ class Waiter:
     view: pol.WaiterView
     future: asyncio.Future[int]
     deadline: float
+    load_spec: ModelSpec | None = None  # the engine options it needs, as a spec to load (None = any engine)
 
 
 @dataclass(frozen=True)
@@ -107,16 +121,39 @@ class SchedulerConfig:
     counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
-ENGINE_OPTIONS = ("context_size", "threads", "gpu_layers")  # options that need the engine restarted
-
-
 def engine_variant(spec: ModelSpec, options: dict[str, int] | None) -> tuple[str | None, ModelSpec]:
-    """The variant key a request needs (None = any) and the spec to load for it.
+    """The variant key a request needs (None = any engine) and the spec to load for it.
 
-    Only options that change the engine count (context size, threads, GPU layers); sampling options never
-    cause a reload. An option equal to the catalog's value asks for the catalog's engine (key "")."""
+    Only options this engine takes at load count (context size, threads, GPU layers); sampling options never
+    cause a reload. They are bounded first: the context by what the model can use (`max_context`), threads by
+    this machine's cores. An option equal to the catalog's value asks for the catalog's engine (key "")."""
     if not options or not spec.is_local:
         return None, spec
-    changed = {k: v for k, v in sorted(options.items()) if k in ENGINE_OPTIONS and getattr(spec, k) != v}
+    wanted = {k: v for k, v in options.items() if k in spec.engine_option_names}
+    if not wanted:
+        return None, spec
+    if "context_size" in wanted:
+        wanted["context_size"] = min(max(wanted["context_size"], MIN_CONTEXT), max_context(spec))
+    if "threads" in wanted:
+        wanted["threads"] = min(max(wanted["threads"], 1), os.cpu_count() or 1)
+    changed = {k: v for k, v in sorted(wanted.items()) if getattr(spec, k) != v}
     key = ",".join(f"{k}={v}" for k, v in changed.items())
     return key, spec.model_copy(update=changed) if changed else spec
+
+
+def waiter_view(
+    waiter_id: int,
+    spec: ModelSpec,
+    variant: str | None,
+    load_spec: ModelSpec,
+    options: dict[str, int] | None,
+    **fields: Any,
+) -> pol.WaiterView:
+    """A queued request's view: an engine with at least the context it asks for (and the GPU layers, when it
+    names them) serves it, so smaller contexts and thread counts never reload a model."""
+    if variant is None:
+        return pol.WaiterView(waiter_id, spec.name, **fields)
+    asked_gpu = load_spec.gpu_layers if options and "gpu_layers" in options else None
+    return pol.WaiterView(
+        waiter_id, spec.name, variant=variant, context_size=load_spec.context_size, gpu_layers=asked_gpu, **fields
+    )

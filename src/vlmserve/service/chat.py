@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
 from vlmserve.context import note_error, note_first_token, note_model, note_queue_wait, note_tokens
-from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.spec import INPUT_BYTES_PER_TOKEN, ModelSpec
 from vlmserve.domain.types import (
     Capability,
     ChatChunk,
@@ -28,6 +28,7 @@ from vlmserve.domain.types import (
 from vlmserve.errors import BadRequest, EngineError, UnsupportedCapability, VlmServeError
 from vlmserve.media.pipeline import MediaPipeline
 from vlmserve.scheduler.core import Scheduler
+from vlmserve.scheduler.memory import max_context
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.fallback import FallbackCounts, with_fallbacks
 from vlmserve.service.leasing import lease_for
@@ -133,6 +134,7 @@ class ChatService:
             and not any(m.images for m in request.messages)
         ):
             raise BadRequest(f"model '{spec.name}' reads text from images: send at least one image", param="messages")
+        _check_input_size(spec, request)
         try:
             async for chunk in self._leased(spec, request, timings):
                 yield chunk
@@ -188,6 +190,29 @@ class ChatService:
         inner = replace(request, model=chat_spec.name, messages=messages, sampling=sampling)
         async for chunk in self._run(chat_spec, inner, timings):
             yield chunk
+
+
+def _check_input_size(spec: ModelSpec, request: ChatRequest | CompletionRequest) -> None:
+    """Refuse text the model's context cannot hold before any engine work (tokenizing 50 MB takes the engine
+    half a minute and then its memory); a request's own num_ctx raises the bound as far as the model allows."""
+    limit = spec.input_bytes_limit
+    if limit is None:
+        return
+    asked = (request.engine_options or {}).get("context_size")
+    if asked and spec.max_input_bytes is None:
+        limit = max(limit, min(asked, max_context(spec)) * INPUT_BYTES_PER_TOKEN)
+    if isinstance(request, CompletionRequest):
+        size = len(request.prompt.encode("utf-8", "surrogatepass"))
+    else:
+        texts = (part.text for message in request.messages for part in message.parts if isinstance(part, TextPart))
+        size = sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+    if size > limit:
+        raise BadRequest(
+            f"the input is {size} bytes of text, more than model '{spec.name}' takes ({limit} bytes for its context "
+            "of tokens); shorten it or ask for a larger num_ctx",
+            param="messages" if isinstance(request, ChatRequest) else "prompt",
+            code="context_length_exceeded",
+        )
 
 
 def _noting_fallback(asked: ModelSpec, stream: ChatStream) -> ChatStream:
