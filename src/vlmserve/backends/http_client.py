@@ -25,6 +25,8 @@ from vlmserve.errors import (
 )
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+# an engine that answers 4xx for these ran out of memory: the request may be fine, the engine was short
+_ALLOCATION_FAILURES = ("bad_alloc", "out of memory", "failed to allocate", "cannot allocate memory", "memoryerror")
 
 
 def engine_error_from_response(status: int, body: bytes, engine: str, retry_after: str | None = None) -> VlmServeError:
@@ -47,6 +49,8 @@ def engine_error_from_response(status: int, body: bytes, engine: str, retry_afte
         return Overloaded(text, retry_after=retry)
     if status == 503:
         return Unavailable(text, retry_after=retry)
+    if 400 <= status < 500 and any(phrase in message.lower() for phrase in _ALLOCATION_FAILURES):
+        return Unavailable(f"{engine}: the engine ran out of memory for this request", retry_after=retry)
     if 400 <= status < 500:
         return BadRequest(text, param=param, code="engine_rejected")
     return EngineError(f"{text} (HTTP {status})")
