@@ -65,3 +65,23 @@ def text_image(text: str, size: tuple[int, int] = (480, 120), fmt: str = "PNG") 
 
 def data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+_SERVICE_VARIABLES = ("VLMSERVE_TEST_POSTGRES_DSN", "VLMSERVE_TEST_REDIS_URL")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line saying which tests skipped for want of PostgreSQL/Redis and how to run them (CI sets both)."""
+    skipped = [
+        report.nodeid
+        for report in terminalreporter.stats.get("skipped", [])
+        if any(name in str(report.longrepr) for name in _SERVICE_VARIABLES)
+    ]
+    if skipped:
+        files = sorted({nodeid.split("::")[0] for nodeid in skipped})
+        terminalreporter.write_line(
+            f"{len(skipped)} tests skipped without PostgreSQL/Redis ({', '.join(files)}); run them with "
+            "VLMSERVE_TEST_POSTGRES_DSN=postgresql://postgres@127.0.0.1:5432/test "
+            "VLMSERVE_TEST_REDIS_URL=redis://127.0.0.1:6379/0 make test",
+            yellow=True,
+        )

@@ -167,6 +167,25 @@ def test_cli_keys_reach_a_running_server(server: ServerProcess, tmp_path: Path) 
         time.sleep(0.1)
 
 
+def test_cli_keys_reset_is_the_way_back_to_no_keys(tmp_path: Path) -> None:
+    where = ["--data-dir", str(tmp_path)]
+    created = _cli(*where, "create", "--name", "only")
+    assert created.returncode == 0, created.stderr
+    key_id = re.search(r"created (key_\w+)", created.stderr)
+    assert key_id is not None and _cli(*where, "revoke", key_id.group(1)).returncode == 0
+    with running_server({"data_dir": str(tmp_path), "key_refresh_interval": 1, "embedded_models": False}) as locked:
+        assert httpx.get(locked.url + "/v1/models").status_code == 401  # a revoked last key still locks it
+        refused = _cli(*where, "reset")
+        assert refused.returncode == 2 and "--yes" in refused.stderr
+        assert httpx.get(locked.url + "/v1/models").status_code == 401
+        done = _cli(*where, "reset", "--yes")
+        assert done.returncode == 0 and "deleted 1 keys" in done.stdout, done.stderr
+        deadline = time.monotonic() + 15
+        while httpx.get(locked.url + "/v1/models").status_code != 200:
+            assert time.monotonic() < deadline, "the reset never reached the running server"
+            time.sleep(0.1)
+
+
 def test_request_id_echoed_and_logged(server: ServerProcess) -> None:
     given = httpx.get(server.url + "/v1/models", headers={"X-Request-ID": "trace-abc-123"})
     assert given.status_code == 401 and given.headers["x-request-id"] == "trace-abc-123"

@@ -1,6 +1,8 @@
-"""`vlmserve keys create|list|revoke`: manage API keys directly in the server's database (the same one as
+"""`vlmserve keys create|list|revoke|reset`: manage API keys directly in the server's database (the same one as
 batches: SQLite in data_dir, or database_url). A running server sees a new key at once, a revocation within
-key_refresh_interval seconds. The secret is printed once, on stdout; only its sha256 is stored."""
+key_refresh_interval seconds. The secret is printed once, on stdout; only its sha256 is stored. Keys are
+required once any was created (revoking the last one does not open the server); `reset --yes` deletes them
+all, which does."""
 
 from __future__ import annotations
 
@@ -109,3 +111,16 @@ def revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(metavar="ID
     if not _with_store(ctx, lambda store: store.revoke(key_id)):
         fail(f"no active key {key_id}")
     out.print(f"revoked {key_id}")
+
+
+@app.command()
+def reset(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm: the server will take requests without a key")] = False,
+) -> None:
+    """Delete every key (revoked ones too): the server then serves without authentication again, unless
+    api_keys in its config name static keys. Needs --yes."""
+    if not yes:
+        fail("keys reset deletes every API key and opens the server to requests without a key: add --yes", code=2)
+    deleted = _with_store(ctx, lambda store: store.delete_all())
+    out.print(f"deleted {deleted} keys; the server takes requests without a key within key_refresh_interval")

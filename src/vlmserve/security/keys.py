@@ -155,6 +155,10 @@ class KeyStore:
         )
         return changed > 0
 
+    async def delete_all(self) -> int:
+        """Forget every key, revoked ones too: the only way back to a server without authentication."""
+        return await self.db.execute("DELETE FROM vlm_api_keys")
+
     async def active_by_hash(self) -> tuple[dict[str, ApiKey], bool]:
         """(hash -> key of the active keys, whether any key was ever created)."""
         rows = await self.db.fetch("SELECT * FROM vlm_api_keys")
