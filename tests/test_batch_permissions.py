@@ -147,11 +147,11 @@ def test_async_job_on_an_allowed_model_runs_and_only_its_key_reads_it(server: Se
     submitted = _post(server, "/analyze/async", LIMITED, {"image_base64": _png(), "model": "m1"})
     assert submitted.status_code == 202, submitted.text
     job = _finished(server, submitted.json()["id"], LIMITED)
-    assert job["status"] == "complete" and job["result"]["model"] == "m1", job
+    assert job["status"] == "complete" and job["model"] == "m1", job
     for other in (LIMITED_BOTH, ADMIN):  # another key, even an unrestricted one, cannot tell the job exists
         hidden = _job(server, job["id"], other)
         assert hidden.status_code == 404 and hidden.json() == {"error": f"no job with id '{job['id']}'"}
     unrestricted = _post(server, "/analyze/async", ADMIN, {"image_base64": _png()})
     assert unrestricted.status_code == 202
-    assert _finished(server, unrestricted.json()["id"], ADMIN)["result"]["model"] == "m2"
+    assert _finished(server, unrestricted.json()["id"], ADMIN)["model"] == "m2"
     assert _job(server, unrestricted.json()["id"], LIMITED).status_code == 404

@@ -19,7 +19,8 @@ def client(server: ServerProcess) -> Iterator[ollama.Client]:
 
 
 def test_root_and_version(server: ServerProcess, client: ollama.Client) -> None:
-    assert httpx.get(server.url + "/").text == "vlmserve is running"
+    root = httpx.get(server.url + "/")
+    assert root.text == "Ollama is running" and root.headers["x-served-by"].startswith("vlmserve/")
     assert httpx.head(server.url + "/").status_code == 200
     assert httpx.get(server.url + "/api/version").json()["version"]
 

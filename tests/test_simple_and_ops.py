@@ -95,8 +95,10 @@ def test_analyze_bad_base64_is_400(server: ServerProcess) -> None:
 
 
 def test_health_reports_engines(server: ServerProcess) -> None:
-    health = httpx.get(server.url + "/health", timeout=30).json()
-    assert health["status"] == "ok"
+    answer = httpx.get(server.url + "/health", timeout=30)
+    health = answer.json()
+    assert answer.status_code == 200 and health["status"] == "healthy" and health["ready"] is True
+    assert health["ollama"] == "connected" and health["model"] == "smollm2-ocr"
     assert health["default_model"] == "smollm2"
     assert health["default_vision_model"] == "smollm2-ocr"
     assert health["engines"]["smollm2"]["engine"] == "llamacpp"

@@ -2,7 +2,8 @@
 
 Every failure a client can see is raised as a subclass of `VlmServeError`; each surface maps it to its
 own wire format exactly once (api/openai/errors.py, api/ollama/errors.py). `status` is the HTTP status,
-`type` the OpenAI error type and the label of failure metrics.
+`type` the OpenAI error type and the label of failure metrics. `details` is an optional second line for the
+surfaces whose error shape has one (the multi-model server's `{"error", "details"}`).
 
     VlmServeError (500 server_error)
     ├── BadRequest (400 invalid_request_error)
@@ -17,6 +18,7 @@ own wire format exactly once (api/openai/errors.py, api/ollama/errors.py). `stat
     ├── Overloaded (429 rate_limit_error)  queue full; carries retry_after seconds
     ├── RateLimited (429 rate_limit_error)  the API key's requests/tokens per minute or concurrency
     ├── InsufficientMemory (507 insufficient_memory)  the model can never fit in the memory budget
+    ├── InsufficientStorage (507 insufficient_storage)  an upload or download larger than the free disk space
     ├── Unavailable (503 service_unavailable)  temporarily cannot serve; carries retry_after
     ├── EngineError (502 engine_error)    the engine failed or crashed mid-request
     └── EngineTimeout (504 engine_timeout)
@@ -29,6 +31,7 @@ class VlmServeError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    details: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -113,6 +116,12 @@ class InsufficientMemory(VlmServeError):
     status = 507
     type = "insufficient_memory"
     code = "model_too_large"
+
+
+class InsufficientStorage(VlmServeError):
+    status = 507
+    type = "insufficient_storage"
+    code = "insufficient_storage"
 
 
 class EngineError(VlmServeError):

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,24 @@ class PullError(Exception):
     """A pull that cannot go on; the message says why and what to do."""
 
 
+class PullNotFound(PullError):
+    """The repository, revision or file asked for does not exist (or is private)."""
+
+
+class HubFailed(PullError):
+    """The Hub could not be reached, answered with an error of its own, or sent a file that does not match its
+    metadata."""
+
+
 @dataclass(frozen=True)
 class HubFile:
     name: str
     size: int | None
     sha256: str | None  # LFS files
     blob_id: str | None  # git blob sha1 (small files)
+
+
+ProgressHook = Callable[[HubFile, int], None]  # (file, bytes of it on disk so far), from the download thread
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,8 @@ def choose_gguf(files: list[HubFile], wanted: str | None) -> tuple[HubFile, HubF
         tagged = exact or [f for f in models if wanted.lower() in Path(f.name).name.lower()]
         if len(tagged) != 1:
             how = "matches several files" if tagged else "matches no GGUF file"
-            raise PullError(f"{wanted!r} {how}; choose one of: {_choices(tagged or models)}")
+            error = PullError if tagged else PullNotFound
+            raise error(f"{wanted!r} {how}; choose one of: {_choices(tagged or models)}")
         chosen = tagged[0]
     elif len(models) == 1:
         chosen = models[0]
@@ -149,7 +162,7 @@ def verify(file: HubFile, path: Path) -> None:
         problem = f"git blob id {blob}, the Hub says {file.blob_id}"
     if problem:
         path.unlink(missing_ok=True)
-        raise PullError(f"{file.name} is corrupt ({problem}); it was deleted, pull again to retry")
+        raise HubFailed(f"{file.name} is corrupt ({problem}); it was deleted, pull again to retry")
 
 
 def model_dir(models_root: Path, repo_id: str) -> Path:
@@ -210,32 +223,78 @@ def fetch_plan(repo_id: str, wanted: str | None, revision: str | None, endpoint:
     try:
         info = api.model_info(repo_id, revision=revision, files_metadata=True)
     except RepositoryNotFoundError:
-        raise PullError(f"no model repository {repo_id!r} on {api.endpoint} (check the name; private or gated "
+        raise PullNotFound(f"no model repository {repo_id!r} on {api.endpoint} (check the name; private or gated "
                         "repositories need HF_TOKEN)") from None  # fmt: skip
     except RevisionNotFoundError:
-        raise PullError(f"{repo_id} has no revision {revision!r}") from None
+        raise PullNotFound(f"{repo_id} has no revision {revision!r}") from None
     except HfHubHTTPError as exc:
-        raise PullError(f"the Hub at {api.endpoint} answered: {' '.join(str(exc).split())}") from None
+        raise HubFailed(f"the Hub at {api.endpoint} answered: {' '.join(str(exc).split())}") from None
     except (OSError, HTTPError) as exc:  # connection refused, DNS, TLS
-        raise PullError(f"cannot reach the Hub at {api.endpoint}: {exc}") from None
+        raise HubFailed(f"cannot reach the Hub at {api.endpoint}: {exc}") from None
     if not info.sha:
         raise PullError(f"the Hub at {api.endpoint} gave no commit for {repo_id}")
     return plan(repo_id, info.sha, hub_files(info.siblings or []), wanted)
 
 
-def download(pull: PullPlan, folder: Path, endpoint: str | None) -> None:
-    """Download and verify every planned file into `folder` (files already there and complete are kept)."""
+def download(pull: PullPlan, folder: Path, endpoint: str | None, progress: ProgressHook | None = None) -> None:
+    """Download and verify every planned file into `folder` (files already there and complete are kept).
+    `progress` hears of every chunk written (the bytes of the file on disk so far), then of each file done."""
     from httpx2 import HTTPError
     from huggingface_hub import hf_hub_download
 
     for file in pull.files:
+        bar: Any = None if progress is None else _progress_bar(file, progress)  # hf_hub_download's tqdm_class
         try:
-            path = hf_hub_download(pull.repo_id, file.name, revision=pull.commit, local_dir=folder, endpoint=endpoint)
+            path = hf_hub_download(pull.repo_id, file.name, revision=pull.commit, local_dir=folder, endpoint=endpoint,
+                                   tqdm_class=bar)  # fmt: skip
         except (OSError, HTTPError) as exc:
-            raise PullError(f"downloading {file.name} failed: {' '.join(str(exc).split())}") from None
+            raise HubFailed(f"downloading {file.name} failed: {' '.join(str(exc).split())}") from None
         try:
             verify(file, Path(path))
         except PullError:
             # forget hf's record of the file too, so the next pull fetches it again
             (folder / ".cache" / "huggingface" / "download" / f"{file.name}.metadata").unlink(missing_ok=True)
             raise
+        if progress is not None:
+            progress(file, Path(path).stat().st_size)
+
+
+def _progress_bar(file: HubFile, progress: ProgressHook) -> type:
+    """A stand-in for tqdm that huggingface_hub builds per transfer (`total`, `initial` = bytes resumed) and
+    `update`s per chunk: it reports the bytes on disk and draws nothing."""
+
+    class Bar:
+        def __init__(self, *args: Any, initial: int = 0, **kwargs: Any) -> None:
+            self.n = initial
+            progress(file, initial)
+
+        def __enter__(self) -> Bar:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def update(self, n: float | None = 1) -> None:
+            self.n += int(n or 0)
+            progress(file, self.n)
+
+        def close(self) -> None:
+            return None
+
+    return Bar
+
+
+def write_catalog(catalog_file: Path, specs: list[ModelSpec]) -> None:
+    """Write the pulled-models file whole (written beside it, then renamed into place)."""
+    entries = [spec.model_dump(mode="json", exclude_defaults=True) for spec in specs]
+    catalog_file.parent.mkdir(parents=True, exist_ok=True)
+    partial = catalog_file.with_name(f".{catalog_file.name}.{os.getpid()}")
+    partial.write_text("# models added by `vlmserve pull` and the Ollama API (pull, create, copy); the server "
+                       "loads them at start\n" + yaml.safe_dump({"models": entries}, sort_keys=False))  # fmt: skip
+    partial.replace(catalog_file)
+
+
+def gguf_entry(name: str, model_file: Path, mmproj: Path | None, description: str) -> ModelSpec:
+    """A catalog entry serving a GGUF file (+ its multimodal projector) on llama.cpp."""
+    return ModelSpec(name=name, engine="llamacpp", path=str(model_file), mmproj=str(mmproj) if mmproj else None,
+                     description=description)  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -15,11 +15,12 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vlmserve import __version__
-from vlmserve.api import admin, admin_keys, jobs_routes, metrics, ops, simple
+from vlmserve.api import admin, admin_compat, admin_keys, generate, jobs_routes, metrics, ops, simple
 from vlmserve.api.batch_runtime import start_jobs, stop_jobs
 from vlmserve.api.disconnect import CancelOnDisconnect
 from vlmserve.api.gateway import Gateway, open_security
 from vlmserve.api.ollama import errors as ollama_errors
+from vlmserve.api.ollama.manage_routes import router as ollama_manage_router
 from vlmserve.api.ollama.routes import router as ollama_router
 from vlmserve.api.openai import errors as openai_errors
 from vlmserve.api.openai.audio_routes import router as audio_router
@@ -38,6 +39,7 @@ from vlmserve.scheduler.state import SchedulerConfig
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
 from vlmserve.service.embed import EmbedLimits, EmbedService
+from vlmserve.service.models import ModelManager
 from vlmserve.serving import BodyTimeout
 from vlmserve.ui.routes import router as ui_router
 
@@ -49,7 +51,11 @@ CORS_EXPOSED_HEADERS = ["x-request-id", "retry-after", "x-ratelimit-limit-reques
 log = logging.getLogger("vlmserve")
 
 
-def build_state(settings: Settings) -> AppState:
+# Ollama blob uploads (GGUF files for /api/create) stream to disk: bounded by the free space, not this limit
+BLOB_MAX_BYTES = 2**40
+
+
+def build_state(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> AppState:
     catalog = Catalog.from_settings(settings)
     scheduler = Scheduler(
         lambda spec: build_backend(spec, start_timeout=settings.runner_start_timeout, threads=settings.threads),
@@ -70,6 +76,7 @@ def build_state(settings: Settings) -> AppState:
         scheduler=scheduler,
         chat=ChatService(catalog, scheduler, media),
         embed=EmbedService(catalog, scheduler, limits),
+        models=ModelManager(settings, catalog, scheduler, reload_settings),
     )
 
 
@@ -78,6 +85,8 @@ def error_response(path: str, exc: VlmServeError) -> Response:
         return openai_errors.error_response(exc)
     if path.startswith("/api/"):
         return ollama_errors.error_response(exc)
+    if path.startswith(generate.PATHS):  # the multi-model server's routes: {"error", "details"}
+        return generate.error_response(exc)
     retry = retry_after_of(exc)  # every 429/503 says when to come back, on this surface too
     headers = {"Retry-After": str(int(max(1, retry)))} if retry is not None else None
     return JSONBytes({"error": exc.message}, status_code=exc.status, headers=headers)
@@ -140,6 +149,8 @@ class RequestGate:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         path: str = scope["path"]
         limit = self.upload_max_bytes if path == "/v1/files" else self.max_bytes
+        if path.startswith("/api/blobs/"):
+            limit = BLOB_MAX_BYTES
         content_type = b""
         for key, value in headers:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
@@ -177,10 +188,14 @@ class RequestGate:
         await self.app(scope, counted_receive, closing_send)
 
 
-def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, state: AppState | None = None, reload_settings: Callable[[], Settings] | None = None
+) -> FastAPI:
+    """`reload_settings` reads the settings again as they were read at start (for POST /admin/reload)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        vlm = state or build_state(settings)
+        vlm = state or build_state(settings, reload_settings)
         app.state.vlm = vlm
         vlm.scheduler.start()
         await start_jobs(vlm)
@@ -242,10 +257,13 @@ def create_app(settings: Settings, state: AppState | None = None) -> FastAPI:
         files_router,
         batches_router,
         ollama_router,
+        ollama_manage_router,
         simple.router,
+        generate.router,
         jobs_routes.router,
         ops.router,
         admin_keys.router,
+        admin_compat.router,
         admin.router,
         metrics.router,
         ui_router,

@@ -1,7 +1,11 @@
 """Async single jobs, for the seeds' pattern: submit now, poll later; stored as durably as batches.
 
-POST /analyze/async   same JSON body as POST /analyze  -> 202 {"id", "status": "pending"}
-GET  /job/{id}                                          -> {"id", "status": pending|complete|failed, ...}
+POST /analyze/async   same JSON body as POST /analyze  -> 202 {"job_id", "id", "status": "pending"}
+GET  /job/{id}        -> {"status": "pending"} | {"status": "complete", "result": "<text>", "model", "usage"}
+                         | {"status": "failed", "error": "<message>", "error_info": {"type", "code", "status"}}
+
+The shapes are the deployment service's (an RQ worker's `job.result` text, `str(job.exc_info)`), with the id,
+timestamps, model and token usage beside them.
 
 API keys: a key with a model allowlist may submit jobs only on those models (403 `model_not_allowed` at
 submission, as /analyze answers; the model resolved then is the one the job runs on). A job is readable only by
@@ -10,14 +14,15 @@ the key that submitted it (others get 404, as for an unknown id); jobs submitted
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from vlmserve.api.openai.files_routes import jobs_of
-from vlmserve.api.simple import AnalyzeRequest
+from vlmserve.api.simple import AnalyzeRequest, Usage
 from vlmserve.api.state import JSONBytes, state_of
 from vlmserve.api.wire import JsonRoute
 from vlmserve.context import current, note_model
@@ -26,6 +31,22 @@ from vlmserve.errors import NotFound, VlmServeError
 from vlmserve.media.images import decode_base64
 
 router = APIRouter(tags=["jobs"], route_class=JsonRoute)
+EPOCH_MAX = 2**53  # seconds
+
+
+class Job(BaseModel):
+    id: str
+    job_id: str | None = Field(None, description="the id again, as the deployment service named it (at submission)")
+    object: Literal["job"]
+    kind: str
+    status: Literal["pending", "complete", "failed"]
+    created_at: int = Field(ge=0, le=EPOCH_MAX)
+    completed_at: int | None = Field(ge=0, le=EPOCH_MAX)
+    result: str | None = Field(None, description="the answer, once complete")
+    model: str | None = None
+    usage: Usage | None = None
+    error: str | None = Field(None, description="why it failed")
+    error_info: dict[str, Any] | None = Field(None, description="the error's type, code and HTTP status")
 
 
 def job_object(row: dict[str, Any]) -> dict[str, Any]:
@@ -39,9 +60,12 @@ def job_object(row: dict[str, Any]) -> dict[str, Any]:
         "completed_at": None if row["completed_at"] is None else int(row["completed_at"]),
     }
     if row["result"]:
-        obj["result"] = orjson.loads(row["result"])
+        answer = orjson.loads(row["result"])  # what /analyze answered: {"response", "model", "usage"}
+        obj.update(result=answer.get("response", ""), model=answer.get("model"), usage=answer.get("usage"))
     if row["error"]:
-        obj["error"] = orjson.loads(row["error"])
+        error = orjson.loads(row["error"])  # {"message", "type", "code", "status"}
+        obj["error"] = error.get("message", "") if isinstance(error, dict) else str(error)
+        obj["error_info"] = {k: v for k, v in error.items() if k != "message"} if isinstance(error, dict) else {}
     return obj
 
 
@@ -57,7 +81,7 @@ def _checked_body(body: AnalyzeRequest, request: Request) -> dict[str, Any]:
     return {**body.model_dump(), "model": spec.name}
 
 
-@router.post("/analyze/async", status_code=202)
+@router.post("/analyze/async", status_code=202, response_model=Job)
 async def analyze_async(body: AnalyzeRequest, request: Request) -> Response:
     jobs = jobs_of(request)
     decode_base64(body.image_base64.split(",", 1)[-1], field="image_base64")  # bad base64 is a 400 now
@@ -67,7 +91,7 @@ async def analyze_async(body: AnalyzeRequest, request: Request) -> Response:
     return JSONBytes({**job_object(row), "job_id": row["id"]}, status_code=202)
 
 
-@router.get("/job/{job_id}")
+@router.get("/job/{job_id}", response_model=Job)
 async def get_job(job_id: str, request: Request) -> Response:
     row = await jobs_of(request).store.get_job(job_id)
     ctx = current.get()

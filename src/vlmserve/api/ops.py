@@ -1,61 +1,123 @@
-"""Operational endpoints: GET / (Ollama's liveness text), GET /health (engines' reachability)."""
+"""Operational endpoints: GET / (Ollama's liveness text), GET /health (readiness: can the default model serve?).
+
+`GET /` answers 200 "Ollama is running" while the process serves HTTP at all: a liveness probe. `GET /health`
+is the readiness probe: 200 while the model that `/process` and `/analyze` use (the default vision model, else
+the default model) can serve (its files are there, or its remote engine answers), 503 `"status": "unhealthy"`
+when it cannot. `"degraded"` (still 200) means that model is fine and another engine is unreachable. The Flask
+wrappers' fields come first (`status`, `ollama`: "connected" / "disconnected", `model`), vlmserve's after.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
 from starlette.responses import PlainTextResponse, Response
 
 from vlmserve import __version__
-from vlmserve.api.state import JSONBytes, state_of
+from vlmserve.api.state import AppState, JSONBytes, state_of
 from vlmserve.api.wire import JsonRoute
 from vlmserve.backends.pool import PoolBackend, public_url
+from vlmserve.domain.spec import ModelSpec
 
 router = APIRouter(tags=["ops"], route_class=JsonRoute)
+LIVENESS_TEXT = "Ollama is running"  # what Ollama answers, and what its clients compare
+
+
+class EngineHealth(BaseModel):
+    engine: str
+    loaded: bool
+    ready: bool = Field(description="can serve a request now (files present / engine reachable)")
+    reachable: bool | None = None
+    url: str | None = None
+    replicas: list[dict[str, Any]] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["healthy", "degraded", "unhealthy"]
+    ollama: Literal["connected", "disconnected"] = Field(description="the default model's engine, as the wrapper said")
+    model: str | None = Field(description="the model /process and /analyze use")
+    ready: bool
+    version: str
+    uptime_seconds: float = Field(ge=0, le=1e12)
+    default_model: str | None
+    default_vision_model: str | None
+    default_embedding_model: str | None
+    engines: dict[str, EngineHealth]
 
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def root() -> Response:
-    return PlainTextResponse("vlmserve is running")
+    # the text exactly as Ollama's (clients compare it); the server names itself in a header
+    return PlainTextResponse(LIVENESS_TEXT, headers={"X-Served-By": f"vlmserve/{__version__}"})
 
 
-@router.get("/health")
+def _files_present(spec: ModelSpec) -> bool:
+    return all(os.path.exists(p) for p in (spec.path, spec.mmproj) if p)
+
+
+async def _probe(state: AppState, spec: ModelSpec) -> dict[str, Any]:
+    if spec.ocr_model and spec.chat_model:  # a pipeline: it runs on its parts
+        return {"engine": spec.engine, "loaded": False, "ready": True}
+    known = {r.spec.name: r for r in state.scheduler.runtimes()}
+    if spec.is_local:
+        runtime = known.get(spec.name)  # a model never used has no runtime yet: nothing to probe
+        loaded = runtime is not None and runtime.state == "loaded"
+        # a local engine is "reachable" when loaded and answering; None while it is not loaded
+        reachable = await runtime.backend.health() if runtime is not None and loaded else None
+        return {"engine": spec.engine, "loaded": loaded, "reachable": reachable,
+                "ready": _files_present(spec) and reachable is not False}  # fmt: skip
+    runtime = state.scheduler.runtime(spec)
+    reachable = await runtime.backend.health()
+    info: dict[str, Any] = {"engine": spec.engine, "loaded": False, "reachable": reachable, "ready": reachable}
+    info["url"] = public_url(spec.url) if spec.url else None
+    if isinstance(runtime.backend, PoolBackend):  # read after the probe above, which updated them
+        info["replicas"] = [asdict(replica) for replica in runtime.backend.replica_states()]
+    return info
+
+
+def _serves(state: AppState, engines: dict[str, dict[str, Any]], name: str | None) -> bool:
+    if name is None or name not in engines:
+        return False
+    spec = state.catalog.get(name)
+    parts = [p for p in (spec.ocr_model, spec.chat_model) if p]
+    if parts:
+        return all(_serves(state, engines, state.catalog.get(p).name) for p in parts)
+    return bool(engines[name]["ready"])
+
+
+@router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(request: Request) -> Response:
+    """Readiness: 200 while the default model can serve, 503 when it cannot; every engine's state."""
     state = state_of(request)
+    specs = state.catalog.all()
+    results = await asyncio.gather(*(_probe(state, spec) for spec in specs))
+    engines = dict(zip((s.name for s in specs), results, strict=True))
+    model = state.catalog.default_vision_model or state.catalog.default_model
+    ready = _serves(state, engines, model)
+    unreachable = any(info.get("reachable") is False for info in engines.values())
+    status = "unhealthy" if not ready else "degraded" if unreachable else "healthy"
+    body = {
+        "status": status,
+        "ollama": "connected" if ready else "disconnected",
+        "model": model,
+        "ready": ready,
+        "version": __version__,
+        "uptime_seconds": round(time.time() - state.started_at, 1),
+        "default_model": state.catalog.default_model,
+        "default_vision_model": state.catalog.default_vision_model,
+        "default_embedding_model": state.catalog.default_embedding_model,
+        "engines": engines,
+    }
+    return JSONBytes(body, status_code=200 if ready else 503)
 
-    async def probe(name: str) -> dict[str, Any]:
-        spec = state.catalog.get(name)
-        if spec.engine == "ocr-chat":
-            return {"engine": spec.engine, "loaded": False}
-        runtime = state.scheduler.runtime(spec)
-        loaded = spec.is_local and runtime.state == "loaded"
-        info: dict[str, Any] = {"engine": spec.engine, "loaded": loaded}
-        if spec.is_local:
-            # a local engine is "reachable" when loaded and answering; None while it is not loaded
-            info["reachable"] = await runtime.backend.health() if loaded else None
-        else:
-            info["reachable"] = await runtime.backend.health()
-            info["url"] = public_url(spec.url) if spec.url else None
-            if isinstance(runtime.backend, PoolBackend):  # read after the probe above, which updated them
-                info["replicas"] = [asdict(replica) for replica in runtime.backend.replica_states()]
-        return info
 
-    names = [spec.name for spec in state.catalog.all()]
-    results = await asyncio.gather(*(probe(n) for n in names))
-    engines = dict(zip(names, results, strict=True))
-    degraded = any(info.get("reachable") is False for info in engines.values())
-    return JSONBytes(
-        {
-            "status": "degraded" if degraded else "ok",
-            "version": __version__,
-            "uptime_seconds": round(time.time() - state.started_at, 1),
-            "default_model": state.catalog.default_model,
-            "default_vision_model": state.catalog.default_vision_model,
-            "default_embedding_model": state.catalog.default_embedding_model,
-            "engines": engines,
-        }
-    )
+@router.get("/api/health", response_model=Health, responses={503: {"model": Health}})
+async def api_health(request: Request) -> Response:
+    """`GET /health` under the path the Flask wrapper's README probes Ollama with."""
+    return await health(request)

@@ -1,21 +1,23 @@
-"""Upload endpoints for people coming from hand-written Flask vision wrappers.
+"""Upload endpoints for people coming from hand-written Flask vision wrappers and the "VLM deployment" FastAPI
+service.
 
-POST /process          multipart `image` + `message`           -> {"response": ...}
-POST /analyze          JSON {"prompt", "image_base64", "model"?} -> {"response", "model", "usage"}
-POST /analyze/upload   multipart `image` (or `file`) + `prompt`  -> same as /analyze
+POST /process            multipart `image` + `message`                -> {"response": ...}
+POST /analyze            JSON {"prompt", "image_base64", "model"?}      -> {"result", "response", "model", "usage"}
+POST /analyze/optimized  the same body and answer (every image is resized and re-encoded for the model anyway)
+POST /analyze/upload     multipart `file` (or `image`); `prompt` from the query string or the form -> as /analyze
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from vlmserve.api.forms import multipart_file
 from vlmserve.api.state import JSONBytes, state_of
-from vlmserve.api.wire import MAX_TOKENS, JsonRoute, Tokens
+from vlmserve.api.wire import MAX_TOKENS, JsonRoute, Tokens, check_text
 from vlmserve.domain.types import ChatRequest, ImageInput, Message, SamplingParams, TextPart
 from vlmserve.errors import BadRequest
 from vlmserve.media.images import decode_base64
@@ -33,6 +35,32 @@ class AnalyzeRequest(BaseModel):
     max_tokens: Tokens | None = None
 
 
+class Usage(BaseModel):
+    prompt_tokens: int = Field(ge=0, le=2**53)
+    completion_tokens: int = Field(ge=0, le=2**53)
+
+
+class AnalyzeResponse(BaseModel):
+    result: str = Field(description="the answer (the deployment service's field)")
+    response: str = Field(description="the same answer (the Flask wrapper's field)")
+    model: str
+    usage: Usage
+
+
+class ProcessResponse(BaseModel):
+    response: str
+
+
+def _multipart(fields: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI request body for a multipart route that reads its form itself."""
+    schema = {"type": "object", "properties": fields, "required": [next(iter(fields))]}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+_FILE = {"type": "string", "format": "binary"}
+_TOKENS = {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS}
+
+
 async def _ask(
     request: Request, prompt: str, image: bytes, model: str | None, max_tokens: int | None
 ) -> dict[str, Any]:
@@ -44,6 +72,7 @@ async def _ask(
     )
     result = await state.chat.collect(await state.chat.chat(domain))
     return {
+        "result": result.text,
         "response": result.text,
         "model": domain.model,
         "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens},
@@ -71,7 +100,12 @@ def _int_field(fields: dict[str, str], name: str) -> int | None:
     return number
 
 
-@router.post("/process")
+@router.post(
+    "/process",
+    response_model=ProcessResponse,
+    openapi_extra=_multipart({"image": _FILE, "file": _FILE, "message": {"type": "string"},
+                              "prompt": {"type": "string"}, "model": {"type": "string"}, "max_tokens": _TOKENS}),
+)  # fmt: skip
 async def process(request: Request) -> Response:
     image, fields = await _form_image(request, "image", "file")
     prompt = fields.get("message") or fields.get("prompt") or DEFAULT_PROMPT
@@ -79,14 +113,27 @@ async def process(request: Request) -> Response:
     return JSONBytes({"response": answer["response"]})
 
 
-@router.post("/analyze")
+@router.post("/analyze", response_model=AnalyzeResponse)
 async def analyze(body: AnalyzeRequest, request: Request) -> Response:
     image = decode_base64(body.image_base64.split(",", 1)[-1], field="image_base64")
     return JSONBytes(await _ask(request, body.prompt, image, body.model, body.max_tokens))
 
 
-@router.post("/analyze/upload")
-async def analyze_upload(request: Request) -> Response:
-    image, fields = await _form_image(request, "image", "file")
-    prompt = fields.get("prompt") or fields.get("message") or DEFAULT_PROMPT
-    return JSONBytes(await _ask(request, prompt, image, fields.get("model"), _int_field(fields, "max_tokens")))
+@router.post("/analyze/optimized", response_model=AnalyzeResponse)
+async def analyze_optimized(body: AnalyzeRequest, request: Request) -> Response:
+    """The deployment service's preprocessing route: the media pipeline already converts every image to RGB,
+    shrinks it to the model's `max_image_side` and re-encodes it, so this is /analyze under its name."""
+    return await analyze(body, request)
+
+
+@router.post(
+    "/analyze/upload",
+    response_model=AnalyzeResponse,
+    openapi_extra=_multipart({"file": _FILE, "image": _FILE, "prompt": {"type": "string"},
+                              "model": {"type": "string"}, "max_tokens": _TOKENS}),
+)  # fmt: skip
+async def analyze_upload(request: Request, prompt: str | None = Query(None, max_length=1_000_000)) -> Response:
+    """`prompt` as the deployment service took it (a query parameter) or as a form field; the query wins."""
+    image, fields = await _form_image(request, "file", "image")
+    text = (prompt and check_text(prompt, "prompt")) or fields.get("prompt") or fields.get("message") or DEFAULT_PROMPT
+    return JSONBytes(await _ask(request, text, image, fields.get("model"), _int_field(fields, "max_tokens")))

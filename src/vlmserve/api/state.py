@@ -19,6 +19,7 @@ from vlmserve.security.guard import Security
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
 from vlmserve.service.embed import EmbedService
+from vlmserve.service.models import ModelManager
 
 
 @dataclass
@@ -28,6 +29,7 @@ class AppState:
     scheduler: Scheduler
     chat: ChatService
     embed: EmbedService
+    models: ModelManager  # pull / create / copy / delete over the API, catalog reloads
     started_at: float = field(default_factory=time.time)
     jobs: JobsRuntime | None = None  # durable batches and async jobs, opened in the app lifespan
     security: Security | None = None  # API keys and rate limits, opened in the app lifespan

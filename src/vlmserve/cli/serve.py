@@ -14,6 +14,7 @@ def serve(config: str | None, flags: dict[str, Any]) -> None:
     import uvicorn
 
     from vlmserve.api.app import create_app
+    from vlmserve.config import load_settings
     from vlmserve.logs import configure_logging
     from vlmserve.service.catalog import Catalog
     from vlmserve.serving import uvicorn_options
@@ -22,7 +23,7 @@ def serve(config: str | None, flags: dict[str, Any]) -> None:
     configure_logging(settings)
     try:
         Catalog.from_settings(settings)  # checked here for a one-line error; the app builds its own at startup
-        app = create_app(settings)
+        app = create_app(settings, reload_settings=lambda: load_settings(config, **flags))
     except ValueError as exc:  # unknown pipeline or fallback models, a broken pulled.yaml, ...
         fail(f"invalid configuration: {' '.join(str(exc).split())}", code=2)
     uvicorn.run(app, **uvicorn_options(settings))

@@ -10,9 +10,13 @@ from vlmserve.config import Settings
 from vlmserve.security.keys import ApiKey, KeyRing, KeyStore
 from vlmserve.security.ratelimit import Limiter, Limits
 
-# no key needed: liveness, version and API docs
-EXEMPT = frozenset({"/", "/health", "/api/version", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+# no key needed: liveness, readiness, version and API docs
+EXEMPT = frozenset(
+    {"/", "/health", "/api/health", "/api/version", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+)
 _BATCH_PREFIXES = ("/v1/files", "/v1/batches", "/analyze/async", "/job/")
+# Ollama's model management changes the catalog and writes to disk: admin, as /admin/... is
+_ADMIN_PATHS = frozenset({"/api/pull", "/api/delete", "/api/copy", "/api/create", "/api/push"})
 
 
 def is_exempt(path: str) -> bool:
@@ -22,7 +26,7 @@ def is_exempt(path: str) -> bool:
 
 
 def scope_of(path: str) -> str:
-    if path.startswith("/admin/") or path == "/admin" or path == "/metrics":
+    if path.startswith(("/admin/", "/api/blobs/")) or path in ("/admin", "/metrics") or path in _ADMIN_PATHS:
         return "admin"
     if path.startswith(_BATCH_PREFIXES):
         return "batch"

@@ -149,10 +149,21 @@ class Catalog:
         self.default_embedding_model = settings.default_embedding_model or self._first(Capability.EMBEDDING)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Catalog:
+    def from_settings(cls, settings: Settings, pulled: list[ModelSpec] | None = None) -> Catalog:
+        """The catalog the settings declare; `pulled` stands in for the pulled-models file (a change not yet
+        written, checked here first)."""
         specs = embedded_specs() if settings.embedded_models else []
+        managed = pulled_specs(settings) if pulled is None else pulled
         # declared models win over pulled ones of the same name
-        return cls([*specs, *pulled_specs(settings), *env_specs(settings), *settings.models], settings)
+        return cls([*specs, *managed, *env_specs(settings), *settings.models], settings)
+
+    def replace_with(self, other: Catalog) -> None:
+        """Take `other`'s models and defaults, in place: every service holding this catalog sees the change
+        at once (a model pulled, created, copied or deleted over the API; POST /admin/reload)."""
+        self._specs, self._names = other._specs, other._names
+        self.default_model = other.default_model
+        self.default_vision_model = other.default_vision_model
+        self.default_embedding_model = other.default_embedding_model
 
     def _check_pipelines(self) -> None:
         for spec in self._specs.values():
