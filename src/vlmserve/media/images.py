@@ -5,6 +5,11 @@ decoding), transform.py (budget, RGB, resize, orientation, encoding). This modul
 `prepare_image` is CPU work and runs in a thread (`prepare_image_async`). Limits are checked before any pixel
 is decoded: byte size first, then the header's dimensions, aspect ratio and decoded-memory cost (decompression
 bombs never allocate); with a DecodePool (media/pool.py) the decode waits until its cost fits the shared budget.
+
+A JPEG or PNG that needs no work (within the model's size budget, RGB, upright, one frame, no
+transparency, complete) passes through: the engine gets the client's bytes, with no decode and no re-encode
+(no JPEG generation loss on screenshots). Everything else is decoded, resized and re-encoded as the model's
+`image_format` (JPEG, or PNG for text-heavy use).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from PIL import Image
 
@@ -21,7 +27,7 @@ from vlmserve.domain.types import ImagePart
 from vlmserve.errors import BadRequest, InvalidMedia, PayloadTooLarge
 from vlmserve.media.decode import decode, decoded_cost, open_checked, use_draft
 from vlmserve.media.pool import DecodePool
-from vlmserve.media.transform import ResizeFilter, encode_jpeg, fit_size, orient, resize, to_rgb
+from vlmserve.media.transform import ResizeFilter, encode_jpeg, encode_png, fit_size, orient, resize, to_rgb
 
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,", re.I)
 
@@ -36,6 +42,8 @@ class ImageLimits:
     budget_pixels: int | None = None  # and, when set, the image to at most this many pixels
     resize_filter: ResizeFilter = "bicubic"
     jpeg_quality: int = 90
+    encode_format: Literal["jpeg", "png"] = "jpeg"  # of images that are re-encoded
+    pass_through: bool = True  # JPEG/PNG that need no work reach the engine unchanged
 
 
 def decode_base64(text: str, *, field: str = "image") -> bytes:
@@ -81,6 +89,7 @@ class Planned:
     image: Image.Image
     target: tuple[int, int]
     cost: int
+    source_size: tuple[int, int]  # as stored (a JPEG draft makes image.size smaller)
 
 
 def plan_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> Planned:
@@ -93,6 +102,7 @@ def plan_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> Pla
         max_aspect_ratio=limits.max_aspect_ratio,
         field=field,
     )
+    source_size = image.size
     target = fit_size(image.width, image.height, limits.max_side, limits.budget_pixels)
     try:
         use_draft(image, target)
@@ -105,7 +115,7 @@ def plan_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> Pla
             f"limit is {limits.max_decoded_bytes / 2**20:.0f} MB",
             param=field,
         )
-    return Planned(image, target, cost)
+    return Planned(image, target, cost, source_size)
 
 
 def pixels_of(planned: Planned, limits: ImageLimits, *, field: str = "image") -> Image.Image:
@@ -125,15 +135,53 @@ def pixels_of(planned: Planned, limits: ImageLimits, *, field: str = "image") ->
     return img
 
 
+_PASS_MODES = {"JPEG": ("RGB",), "PNG": ("RGB",)}  # what every engine reads as it is
+_PASS_MIME = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
+
+def passes_through(planned: Planned, data: bytes, limits: ImageLimits) -> bool:
+    """True when the engine can take `data` as it is: JPEG or PNG already at its target size, in a mode every
+    engine reads (RGB), upright (no EXIF rotation), one frame, opaque, and complete (a truncated file
+    is decoded instead, so it is refused here rather than by the engine)."""
+    image = planned.image
+    fmt = image.format or ""
+    if not limits.pass_through or fmt not in _PASS_MODES or planned.target != planned.source_size:
+        return False
+    if image.mode not in _PASS_MODES[fmt] or getattr(image, "n_frames", 1) != 1 or "transparency" in image.info:
+        return False
+    if fmt == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return False  # no end-of-image marker: truncated
+    if fmt == "PNG" and not data.endswith(b"\x00\x00\x00\x00IEND\xaeB`\x82"):
+        return False  # no IEND chunk last: truncated (or trailing bytes)
+    if fmt == "PNG" and b"eXIf" not in data:
+        return True  # no EXIF chunk (Pillow's PNG getexif would decode the whole image to look for one)
+    try:
+        orientation = int(image.getexif().get(0x0112, 1))
+    except Exception:  # an unreadable EXIF block: decode, which ignores it
+        return False
+    return orientation == 1
+
+
 def part_of(planned: Planned, limits: ImageLimits, *, field: str = "image") -> ImagePart:
     """Decode, convert, resize, orient and re-encode (engines are all reached over HTTP, so they need bytes)."""
     img = pixels_of(planned, limits, field=field)
+    if limits.encode_format == "png":
+        return ImagePart(data=encode_png(img), mime="image/png", width=img.width, height=img.height)
     return ImagePart(data=encode_jpeg(img, limits.jpeg_quality), mime="image/jpeg", width=img.width, height=img.height)
 
 
+def as_is(planned: Planned, data: bytes) -> ImagePart:
+    image = planned.image
+    return ImagePart(data=data, mime=_PASS_MIME[image.format or ""], width=image.width, height=image.height)
+
+
 def prepare_image(data: bytes, limits: ImageLimits, *, field: str = "image") -> ImagePart:
-    """Validate, decode (JPEG via DCT draft mode when shrinking), convert to RGB, resize, orient, re-encode."""
-    return part_of(plan_image(data, limits, field=field), limits, field=field)
+    """Validate, then pass through, or decode (JPEG via DCT draft mode when shrinking), convert to RGB, resize,
+    orient and re-encode."""
+    planned = plan_image(data, limits, field=field)
+    if passes_through(planned, data, limits):
+        return as_is(planned, data)
+    return part_of(planned, limits, field=field)
 
 
 def prepare_pixels(data: bytes, limits: ImageLimits, *, field: str = "image") -> Image.Image:
@@ -148,6 +196,8 @@ async def prepare_image_async(
     if pool is None:
         return await asyncio.to_thread(prepare_image, data, limits, field=field)
     planned = await pool.thread(lambda: plan_image(data, limits, field=field))
+    if passes_through(planned, data, limits):
+        return as_is(planned, data)
     return await pool.run(planned.cost, lambda: part_of(planned, limits, field=field), field=field)
 
 

@@ -97,6 +97,8 @@ class MediaPipeline:
             max_side=spec.max_image_side,
             budget_pixels=spec.max_image_pixels,
             max_aspect_ratio=spec.aspect_ratio_limit,
+            encode_format=spec.image_format,
+            pass_through=spec.image_pass_through,
         )
 
     def check_counts(self, messages: list[Message], spec: ModelSpec) -> None:
