@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 from vlmserve.backends.openai_http import OpenAICompatibleBackend
@@ -33,6 +33,18 @@ WATCHDOG_PROBE_TIMEOUT = 5.0
 WATCHDOG_KILL_AFTER = 20.0  # seconds without a healthy answer before the runner is killed
 # stderr phrases that mean the runner ran out of memory (llama.cpp, torch, ONNX Runtime, Python)
 _OUT_OF_MEMORY = ("bad_alloc", "out of memory", "failed to allocate", "memoryerror", "cannot allocate memory")
+
+
+def runner_env(spec: ModelSpec, base: Mapping[str, str]) -> dict[str, str]:
+    """The runner's environment: its GPUs only (CUDA_VISIBLE_DEVICES; none for a CPU placement, so no CUDA
+    context takes GPU memory), numbered as NVML numbers them (PCI bus order), unbuffered output."""
+    env = {**base, "PYTHONUNBUFFERED": "1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    on_cpu = spec.gpu_layers == 0 or (spec.engine == "transformers" and spec.device == "cpu")
+    if on_cpu:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif spec.devices:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in spec.devices)
+    return env
 
 
 def _reason(stderr_tail: str, code: int | None) -> str:
@@ -93,7 +105,7 @@ class LocalRunnerBackend:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env=runner_env(self.spec, os.environ),
         )
         self._proc = proc
         assert proc.stderr is not None and proc.stdout is not None

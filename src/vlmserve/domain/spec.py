@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,6 +24,9 @@ EMBED_MAX_CONTEXT = 512  # onnx-embed: BERT-style encoders have 512 positions
 OCR_MAX_ASPECT_RATIO = 50.0  # a long text line (2000x40) still reads; 1024x4 strips are refused
 MAX_ASPECT_RATIO = 200.0  # other engines: Qwen2-VL's processor refuses beyond this itself
 INPUT_BYTES_PER_TOKEN = 32
+MAX_LAYERS = 100_000  # gpu_layers / Ollama's num_gpu
+MAX_GPUS = 64
+CacheType = Literal["f16", "q8_0", "q4_0"]  # llama.cpp KV cache types: 2, 34/32 and 18/32 bytes per element
 _NEEDS_PATH: frozenset[str] = frozenset({"llamacpp", "transformers", "onnx-embed"})
 
 _DEFAULT_CAPABILITIES: dict[str, list[Capability]] = {
@@ -80,7 +83,29 @@ class ModelSpec(BaseModel):
     )
     parallel: int = 1  # requests at once; remote engines default to REMOTE_PARALLEL (they queue themselves)
     threads: int | None = None  # CPU threads (default: the server's `threads`, else all cores)
-    gpu_layers: int = -1  # llama.cpp layers offloaded to the GPU (-1: all)
+    gpu_layers: Annotated[int, Field(ge=-1, le=MAX_LAYERS)] | Literal["auto"] = Field(
+        default="auto",
+        description="layers offloaded to the GPU: auto (as many as fit the GPU's budget; CPU when none fits), "
+        "-1 (all) or a number",
+    )
+    devices: list[Annotated[int, Field(ge=0, le=MAX_GPUS)]] = Field(
+        default_factory=list, description="GPUs (NVML indices) it may use; several: split over them (default: any)"
+    )
+    tensor_split: list[Annotated[float, Field(ge=0, le=1e6)]] = Field(
+        default_factory=list, description="llama.cpp: share of the layers per GPU of `devices` (default: even)"
+    )
+    cache_type_k: CacheType = Field(default="f16", description="llama.cpp K cache type (q8_0 halves it)")
+    cache_type_v: CacheType = Field(
+        default="f16", description="llama.cpp V cache type (q8_0/q4_0 need flash attention)"
+    )
+    flash_attention: Literal["auto", "on", "off"] = "auto"  # llama.cpp flash attention
+    device_map: str | None = Field(
+        default=None, description="transformers: accelerate's device_map (auto: layers over GPU and CPU)"
+    )
+    max_memory: dict[str, str] | None = Field(
+        default=None,
+        description='transformers: max_memory per device for device_map ({"0": "6GiB", "cpu": "30GiB"})',
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"  # transformers: CUDA when present
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # transformers weights
     quantization: Literal["none", "8bit", "4bit"] = "none"  # transformers: bitsandbytes on CUDA
@@ -144,6 +169,10 @@ class ModelSpec(BaseModel):
             raise ValueError(f"model {self.name!r}: engine ocr-chat needs `ocr_model` and `chat_model`")
         if self.parallel < 1:
             raise ValueError(f"model {self.name!r}: parallel must be >= 1")
+        if self.cache_type_v != "f16" and self.flash_attention == "off":
+            raise ValueError(f"model {self.name!r}: cache_type_v {self.cache_type_v} needs flash_attention on or auto")
+        if self.tensor_split and len(self.tensor_split) != len(self.devices):
+            raise ValueError(f"model {self.name!r}: tensor_split needs one share per entry of `devices`")
         return self
 
     @property

@@ -2,11 +2,17 @@
 
 llama.cpp's own HTTP server already speaks the OpenAI API (chat with image parts when an mmproj is given,
 completions, embeddings, streaming, json_schema via grammars), so the runner only configures and supervises.
+
+GPU placement comes in the spec: a number of `gpu_layers` (the scheduler's choice, or the entry's) is used as
+it is, with llama.cpp's own fitting turned off (it would re-fit to the whole free VRAM, not our budget);
+`gpu_layers: auto` (no GPU managed by the scheduler) leaves llama.cpp's defaults: all layers, fitted to free
+memory. The runner's CUDA_VISIBLE_DEVICES already holds only the placement's GPUs, so the main GPU is 0.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability
@@ -29,7 +35,7 @@ def serve_llamacpp(spec: ModelSpec, *, threads: int | None) -> int:
     params.port = 0
     params.cpuparams.n_threads = spec.threads or threads or os.cpu_count() or 1
     params.cpuparams_batch.n_threads = params.cpuparams.n_threads
-    params.n_gpu_layers = spec.gpu_layers
+    gpu_params(params, spec, xlc)
     params.use_jinja = True
     params.warmup = False
     params.verbosity = 0
@@ -42,3 +48,23 @@ def serve_llamacpp(spec: ModelSpec, *, threads: int | None) -> int:
     wait_for_parent_exit()
     del server
     return 0
+
+
+CACHE_TYPES = {"f16": "GGML_TYPE_F16", "q8_0": "GGML_TYPE_Q8_0", "q4_0": "GGML_TYPE_Q4_0"}
+FLASH = {"auto": "LLAMA_FLASH_ATTN_TYPE_AUTO", "on": "LLAMA_FLASH_ATTN_TYPE_ENABLED",
+         "off": "LLAMA_FLASH_ATTN_TYPE_DISABLED"}  # fmt: skip
+MAX_DEVICES = 128  # xllamacpp's tensor_split has this many entries
+
+
+def gpu_params(params: Any, spec: ModelSpec, xlc: Any) -> None:
+    """Layers, devices, KV cache types and flash attention from the spec onto llama.cpp's parameters."""
+    if spec.gpu_layers != "auto":
+        params.n_gpu_layers = int(spec.gpu_layers)
+        params.fit_params = False
+    params.main_gpu = 0
+    if len(spec.tensor_split) > 1:
+        shares = [float(s) for s in spec.tensor_split][:MAX_DEVICES]
+        params.tensor_split = shares + [0.0] * (MAX_DEVICES - len(shares))
+    params.cache_type_k = getattr(xlc.ggml_type, CACHE_TYPES[spec.cache_type_k])
+    params.cache_type_v = getattr(xlc.ggml_type, CACHE_TYPES[spec.cache_type_v])
+    params.flash_attn_type = getattr(xlc.llama_flash_attn_type, FLASH[spec.flash_attention])

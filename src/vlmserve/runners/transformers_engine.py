@@ -122,6 +122,11 @@ class TransformersEngine:
                 bnb_4bit_compute_dtype=self.dtype,
             )
             kwargs["device_map"] = self.device
+        mapped = spec.device_map is not None and self.device == "cuda"
+        if mapped:  # accelerate spreads the layers over the GPU and the CPU (partial offload)
+            kwargs["device_map"] = spec.device_map
+            if spec.max_memory:
+                kwargs["max_memory"] = {int(k) if k.isdigit() else k: v for k, v in spec.max_memory.items()}
         config = tf.AutoConfig.from_pretrained(spec.path)
         self.vision = config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
         if self.vision:
@@ -134,7 +139,7 @@ class TransformersEngine:
             model = tf.AutoModelForCausalLM.from_pretrained(spec.path, **kwargs)
         if spec.chat_template:
             self.processor.chat_template = spec.chat_template
-        self.model: Any = model.eval() if quantized else model.to(self.device).eval()
+        self.model: Any = model.eval() if quantized or mapped else model.to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos_ids, self.tokenizer.eos_token_id] if i is not None}

@@ -4,6 +4,10 @@ A request enqueues (queue full -> 429, never fits -> 507), waits for Admit (or i
 runs with a lease, and releases. Each event is applied by the owner task, then `policy.plan` decides what
 to admit, load, evict or unload; loads and unloads run as tasks that report back as events. A request that
 is cancelled while queued (client gone) leaves the queue at once.
+
+Memory is counted per device (RAM and each GPU the probe finds, see accounting.py and placement.py): the plan
+says where a load goes (all on one GPU, split, some layers offloaded, or CPU only) and the runner is started
+with that placement.
 """
 
 from __future__ import annotations
@@ -15,12 +19,15 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
 from vlmserve.backends.base import Backend
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.errors import EngineError, InsufficientMemory, Overloaded, Unavailable, VlmServeError
 from vlmserve.scheduler import policy as pol
-from vlmserve.scheduler.memory import estimate_bytes
+from vlmserve.scheduler.accounting import MAX_RATIO, MIN_RATIO, MemoryBook
+from vlmserve.scheduler.devices import GpuProbe
+from vlmserve.scheduler.placement import RAM, Layout, Placement, placements
 from vlmserve.scheduler.state import (
     Call,
     Done,
@@ -39,14 +46,18 @@ from vlmserve.scheduler.state import (
 log = logging.getLogger("vlmserve.scheduler")
 BackendFactory = Callable[[ModelSpec], Backend]
 MEASURE_EVERY = 5.0  # seconds between RSS measurements of loaded runners
-MIN_RATIO, MAX_RATIO = 0.5, 2.0  # what a measurement may teach the next estimate, relative to the files' estimate
-RECYCLE_FACTOR = 3.0  # an idle runner holding this many times its estimate is restarted (memory it kept)...
-RECYCLE_MIN_BYTES = 512 * 2**20  # ...when that is also this much more than the estimate
+__all__ = ["MAX_RATIO", "MIN_RATIO", "Scheduler"]
 
 
 class Scheduler:
     def __init__(
-        self, factory: BackendFactory, config: SchedulerConfig, clock: Callable[[], float] = time.monotonic
+        self,
+        factory: BackendFactory,
+        config: SchedulerConfig,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        probe: GpuProbe | None = None,
+        layout_fn: Callable[[ModelSpec], Layout] | None = None,
     ) -> None:
         self._factory = factory
         self.config = config
@@ -60,7 +71,8 @@ class Scheduler:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
-        self._ratio: dict[str, float] = {}  # measured/estimated, per model: corrects the next estimate
+        self.memory = MemoryBook(config, probe) if layout_fn is None else MemoryBook(config, probe, layout_fn)
+        self.memory.refresh()
         self._last_measure = 0.0
         self._unload_reasons: dict[str, str] = {}  # why the next unload of a model happens (admin, ...)
 
@@ -69,7 +81,8 @@ class Scheduler:
     def runtime(self, spec: ModelSpec) -> Runtime:
         runtime = self._models.get(spec.name)
         if runtime is None:
-            runtime = Runtime(spec, self._factory(spec), estimate=self._estimate(spec), engine_spec=spec)
+            runtime = Runtime(spec, self._factory(spec), engine_spec=spec)
+            self.memory.forget(runtime)
             if spec.is_local:
                 runtime.unloaded.set()
             else:
@@ -81,8 +94,16 @@ class Scheduler:
         return list(self._models.values())
 
     def used_bytes(self) -> int:
-        """Memory the loaded (and loading / unloading) models hold, as the budget counts it."""
+        """RAM the loaded (and loading / unloading) models hold, as the budget counts it."""
         return sum(r.need for r in self._models.values() if r.state in pol.HOLDS_MEMORY)
+
+    def gpu_report(self) -> list[dict[str, Any]]:
+        """Per GPU: index, name, total, used, free, budget and the models on it (GET /admin/memory)."""
+        return self.memory.gpu_report(self._models.values())
+
+    def gpu_status(self) -> dict[str, Any]:
+        """gpu_available, gpu_total_gb, gpu_allocated_gb, gpu_free_gb (the seed's GET /admin/memory_status)."""
+        return self.memory.gpu_status(self._models.values())
 
     def queued(self, name: str) -> int:
         return sum(1 for w in self._waiters.values() if w.view.model == name)
@@ -189,11 +210,13 @@ class Scheduler:
                     while not self._events.empty():  # take everything that is ready before planning once
                         self._apply(self._events.get_nowait())
                 self._tick()
+                self.memory.refresh()
+                policy = dataclasses.replace(self._policy, gpu_caps=self.memory.caps(self._models.values()))
                 self._execute(
                     pol.plan(
                         {n: r.view() for n, r in self._models.items()},
                         [w.view for w in self._waiters.values()],
-                        self._policy,
+                        policy,
                         self._clock(),
                     )
                 )
@@ -222,19 +245,12 @@ class Scheduler:
         runtime = self.runtime(spec)
         # what a fresh load would take (not what a loaded runner holds now: one request's spike must not make
         # the model look as if it could never fit again)
-        fresh = self._estimate(waiter.load_spec or runtime.running_spec)
-        if fresh > self.config.budget_bytes:
-            asked = f" with engine options {waiter.view.variant}" if waiter.view.variant else ""
-            waiter.future.set_exception(
-                InsufficientMemory(
-                    f"model '{spec.name}'{asked} needs about {fresh // 2**20} MB, more than the whole memory budget "
-                    f"({self.config.budget_bytes // 2**20} MB); raise memory_budget_mb or use a smaller model"
-                    + (" or a smaller num_ctx" if asked else "")
-                )
-            )
+        layout = self.memory.layout(waiter.load_spec or runtime.running_spec)
+        if spec.is_local and not self._ever_fits(layout):
+            waiter.future.set_exception(self._never_fits(spec, waiter, layout))
             return
         if waiter.load_spec is not None:
-            waiter.view = dataclasses.replace(waiter.view, need_bytes=fresh)
+            waiter.view = dataclasses.replace(waiter.view, need_bytes=layout.cpu_bytes, layout=layout)
         queued = self.queued(spec.name)
         if queued >= self.config.max_queue:
             rate = spec.parallel / max(runtime.service_seconds, 1e-3)  # requests per second this model completes
@@ -269,6 +285,24 @@ class Scheduler:
             alive = self._keep_alive(runtime)
             runtime.expires_at = None if math.isinf(alive) or runtime.spec.pin else now + alive
 
+    def _ever_fits(self, layout: Layout) -> bool:
+        """Some placement fits the budgets of an empty machine (RAM, and each GPU's budget)."""
+        return bool(placements(layout, {RAM: self.config.budget_bytes, **self.memory.caps([], empty=True)}))
+
+    def _never_fits(self, spec: ModelSpec, waiter: Waiter, layout: Layout) -> InsufficientMemory:
+        asked = f" with engine options {waiter.view.variant}" if waiter.view.variant else ""
+        gpus = self.memory.caps([], empty=True)
+        where = f"the whole memory budget ({self.config.budget_bytes // 2**20} MB)"
+        if gpus and layout.offload:
+            where += ", even with as many layers as fit on " + " or ".join(
+                f"GPU {d} ({cap // 2**20} MB)" for d, cap in gpus.items()
+            )
+        forced = " (gpu_layers fixes how many go to the GPU)" if layout.forced not in (None, 0) and gpus else ""
+        return InsufficientMemory(
+            f"model '{spec.name}'{asked} needs about {layout.cpu_bytes // 2**20} MB, more than {where}{forced}; "
+            "raise memory_budget_mb or use a smaller model" + (" or a smaller num_ctx" if asked else "")
+        )
+
     def _keep_alive(self, runtime: Runtime) -> float:
         if runtime.keep_alive is not None:
             return runtime.keep_alive
@@ -285,8 +319,7 @@ class Scheduler:
                 if runtime.variant:  # a variant that failed to load leaves the catalog's engine, as before it
                     self._spawn(_close_backend(runtime.backend))
                     runtime.backend, runtime.variant, runtime.engine_spec = self._factory(runtime.spec), "", None
-            runtime.estimate = self._estimate(runtime.running_spec)
-            runtime.measured = None
+            self.memory.forget(runtime)
             runtime.state = "unloaded"
             runtime.unloaded.set()
             runtime.expires_at = None
@@ -305,29 +338,15 @@ class Scheduler:
         self.config.counters[("unload", runtime.spec.name, reason)] += 1
         log.warning("model %s is no longer loaded (reason=%s)", runtime.spec.name, reason)
 
-    def _estimate(self, spec: ModelSpec) -> int:
-        """What loading `spec` takes: the file-based estimate, corrected by what earlier loads measured."""
-        base = estimate_bytes(spec)
-        return base if spec.memory_mb is not None else int(base * self._ratio.get(spec.name, 1.0))
-
     def _measure(self, runtime: Runtime) -> None:
-        """The runner's resident memory now (what the budget counts while it is loaded), and what it teaches the
-        next estimate: bounded to [MIN_RATIO, MAX_RATIO] of the file-based estimate and averaged, so one request
-        that made a runner balloon cannot poison it. An idle runner that grew far past its estimate (freed memory
-        a process keeps) is recycled: unloaded, so the next request gets a fresh one."""
-        sample = runtime.backend.memory_bytes
-        base = estimate_bytes(runtime.running_spec)
-        if sample is None or base <= 0:
-            return
-        runtime.measured = sample
-        learned = min(MAX_RATIO, max(MIN_RATIO, sample / base))
-        old = self._ratio.get(runtime.spec.name)
-        self._ratio[runtime.spec.name] = learned if old is None else (old + learned) / 2
-        grown = sample > RECYCLE_FACTOR * max(base, runtime.estimate) and sample - base > RECYCLE_MIN_BYTES
+        """The runner's memory now replaces its estimate (RSS for RAM, NVML for its GPUs); an idle runner that
+        grew far past its estimate (freed memory a process keeps) is recycled: unloaded, so the next request
+        gets a fresh one."""
+        grown = self.memory.measure(runtime)
         if grown and runtime.in_flight == 0 and runtime.spec.name not in self._unload_reasons:
             log.warning(
                 "model %s holds %d MB, estimated %d MB: recycling its runner when idle",
-                runtime.spec.name, sample // 2**20, runtime.estimate // 2**20,
+                runtime.spec.name, (runtime.measured or 0) // 2**20, runtime.estimate // 2**20,
             )  # fmt: skip
             runtime.expires_at = self._clock()
             runtime.keep_alive = 0.0
@@ -374,15 +393,29 @@ class Scheduler:
                 runtime.state = "loading"
                 runtime.unloaded.clear()
                 load_spec = self._spec_to_load(runtime, action.variant)
-                runtime.estimate = self._estimate(load_spec)
-                runtime.measured = None
-                self._spawn(self._swap(action.evict, runtime, action.variant, load_spec))
+                self.memory.begin(runtime, load_spec, action.placement)
+                self._log_placement(runtime, action.placement)
+                placed = self.memory.placed_spec(load_spec, action.placement)
+                self._spawn(self._swap(action.evict, runtime, action.variant, load_spec, placed))
             else:
                 self._models[action.model].state = "unloading"
                 reason = self._unload_reasons.pop(action.model, action.reason)
                 self._spawn(self._unload(self._models[action.model], reason))
         for runtime in self._models.values():
             runtime.load_ns = 0  # only requests admitted right after a load report its duration
+
+    def _log_placement(self, runtime: Runtime, placement: Placement | None) -> None:
+        if placement is None or not self.memory.managed or not runtime.spec.is_local:
+            return
+        layout = runtime.layout
+        if placement.kind == "cpu":
+            log.warning("model %s fits no GPU: it runs on the CPU (%d MB of RAM)", runtime.spec.name,
+                        runtime.estimate // 2**20)  # fmt: skip
+        elif layout is not None and placement.gpu_layers < layout.units:
+            log.info("model %s: %d of %d layers on GPU %s, the rest on the CPU", runtime.spec.name,
+                     placement.gpu_layers, layout.units, ",".join(map(str, placement.devices)))  # fmt: skip
+        else:
+            log.info("model %s: on GPU %s", runtime.spec.name, ",".join(map(str, placement.devices)))
 
     def _spec_to_load(self, runtime: Runtime, variant: str | None) -> ModelSpec:
         """The spec a Load runs: the engine options of a request queued for `variant`, else what runs now."""
@@ -400,12 +433,14 @@ class Scheduler:
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
-    async def _replace_backend(self, runtime: Runtime, variant: str, spec: ModelSpec, *, reloading: bool) -> None:
+    async def _replace_backend(
+        self, runtime: Runtime, variant: str, spec: ModelSpec, placed: ModelSpec, *, reloading: bool
+    ) -> None:
         await _close_backend(runtime.backend)
         if reloading:
             self.config.counters[("unload", runtime.spec.name, "options")] += 1
             log.info("unloaded %s (reason=options)", runtime.spec.name)
-        runtime.backend = self._factory(spec)
+        runtime.backend = self._factory(placed)
         runtime.variant = variant
         runtime.engine_spec = spec
 
@@ -418,15 +453,20 @@ class Scheduler:
         log.info("unloaded %s (reason=%s)", runtime.spec.name, reason)
         self._events.put_nowait(Done(runtime.spec.name, loaded=False))
 
-    async def _swap(self, evict: tuple[str, ...], runtime: Runtime, variant: str | None, spec: ModelSpec) -> None:
+    async def _swap(
+        self, evict: tuple[str, ...], runtime: Runtime, variant: str | None, spec: ModelSpec, placed: ModelSpec
+    ) -> None:
         name = runtime.spec.name
         for victim in evict:
             if victim != name:
                 await self._unload(self._models[victim], f"evicted_for={name}")
         reason = "first_use" if runtime.loaded_at is None else "reload"
         if variant is not None and variant != runtime.variant:  # other engine options: a new engine for this model
-            await self._replace_backend(runtime, variant, spec, reloading=name in evict)
+            await self._replace_backend(runtime, variant, spec, placed, reloading=name in evict)
             reason = "options"
+        elif runtime.backend.spec != placed:  # another placement (layers, devices): an engine started with it
+            await _close_backend(runtime.backend)
+            runtime.backend = self._factory(placed)
         began = time.perf_counter_ns()
         try:
             await runtime.backend.start()

@@ -9,14 +9,20 @@ that is not loaded wait, until the oldest of those has waited `max_swap_wait` se
 stops taking new requests, drains, and is swapped out. This replaces "reload on every client switch" with
 bounded runs. `fifo` is the plain first-come order (the head of the line blocks everyone), kept for comparison.
 Within one model, live requests go before background (batch) ones, and clients take turns (round-robin).
+
+Memory is counted per device (RAM and each GPU, see placement.py): a model loads when every device its
+placement uses has room; eviction takes idle models that hold memory on the devices that are short, never
+ones that would free memory only elsewhere.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+from vlmserve.scheduler.placement import RAM, Layout, Memory, Placement, fits, placements, plus, short_of
 
 ModelState = Literal["unloaded", "loading", "loaded", "unloading"]
 HOLDS_MEMORY: tuple[ModelState, ...] = ("loading", "loaded", "unloading")  # states that count against the budget
@@ -28,14 +34,20 @@ class ModelView:
     state: ModelState
     in_flight: int
     parallel: int
-    need_bytes: int  # measured when loaded and known, else estimated; 0 for remote engines
+    need_bytes: int  # RAM: measured when loaded and known, else estimated; 0 for remote engines
     pinned: bool = False
     priority: int = 0  # higher = evicted later
     last_used: float = 0.0
     expires_at: float | None = None  # when an idle loaded model unloads (keep-alive); None = never / busy
     variant: str = ""  # engine options it is loaded with ("" = the catalog's)
     context_size: int = 0  # of the engine it runs (or will run)
-    gpu_layers: int = -1
+    gpu_layers: int | str = "auto"  # of the engine it runs: what a request's num_gpu is compared with
+    gpu: Mapping[int, int] = field(default_factory=dict)  # bytes held per GPU (measured, else estimated)
+    layout: Layout | None = None  # what a load takes, by part (None: need_bytes of RAM, CPU only)
+
+    @property
+    def held(self) -> dict[int, int]:
+        return {RAM: self.need_bytes, **self.gpu}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +59,9 @@ class WaiterView:
     background: bool = False
     variant: str | None = None  # engine options the request needs, as the key to load them; None = any engine
     context_size: int = 0  # the least context that serves it
-    gpu_layers: int | None = None  # the GPU layers it names (None: any)
-    need_bytes: int | None = None  # memory its variant takes when loaded (None: the model's need)
+    gpu_layers: int | str | None = None  # the GPU layers it names (None: any)
+    need_bytes: int | None = None  # RAM its variant takes when loaded (None: the model's need)
+    layout: Layout | None = None  # what its variant takes, by part (None: need_bytes, or the model's)
 
     def fits(self, model: ModelView) -> bool:
         if self.variant is None:
@@ -66,6 +79,7 @@ class Load:
     model: str
     evict: tuple[str, ...] = ()
     variant: str | None = None  # load with these engine options (None: as it is); evicting itself = "reload"
+    placement: Placement | None = field(default=None, compare=False)  # where its memory goes
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +93,14 @@ Action = Admit | Load | Unload
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    budget_bytes: int
+    budget_bytes: int  # RAM for our models
     max_swap_wait: float = 10.0
     ordering: Literal["swap-aware", "fifo"] = "swap-aware"
+    gpu_caps: Mapping[int, int] = field(default_factory=dict)  # per GPU: what our models may hold there now
+
+    @property
+    def caps(self) -> dict[int, int]:
+        return {RAM: self.budget_bytes, **self.gpu_caps}
 
 
 def fair_order(waiters: Iterable[WaiterView]) -> list[WaiterView]:
@@ -111,10 +130,14 @@ def _variant_of(queue: Sequence[WaiterView]) -> str | None:
     return head.variant if head is not None else None
 
 
-def _need_of(model: ModelView, queue: Sequence[WaiterView]) -> int:
-    """Memory a load for this queue takes: its variant's estimate, else the model's own."""
+def _layout_of(model: ModelView, queue: Sequence[WaiterView]) -> Layout:
+    """What a load for this queue takes: its variant's layout (or RAM need), else the model's own."""
     head = _head_variant(queue)
-    return head.need_bytes if head is not None and head.need_bytes is not None else model.need_bytes
+    if head is not None and head.layout is not None:
+        return head.layout
+    if head is not None and head.need_bytes is not None:
+        return Layout(head.need_bytes)
+    return model.layout if model.layout is not None else Layout(model.need_bytes)
 
 
 def eviction_order(models: Iterable[ModelView]) -> list[ModelView]:
@@ -122,8 +145,49 @@ def eviction_order(models: Iterable[ModelView]) -> list[ModelView]:
     return sorted(models, key=lambda m: (m.pinned, m.priority, m.last_used))
 
 
-def _used(models: Mapping[str, ModelView]) -> int:
-    return sum(m.need_bytes for m in models.values() if m.state in HOLDS_MEMORY)
+def _room(models: Mapping[str, ModelView], caps: Memory) -> dict[int, int]:
+    """What is free on each device: its capacity less what models hold there."""
+    room = dict(caps)
+    for m in models.values():
+        if m.state in HOLDS_MEMORY:
+            room = plus(room, m.held, -1)
+    return room
+
+
+def _holds_any(model: ModelView, devices: Iterable[int] | None = None) -> bool:
+    held = model.held
+    return any(held.get(d, 0) > 0 for d in (held if devices is None else devices))
+
+
+def victims_for(need: Memory, room: Memory, idle: Iterable[ModelView]) -> list[str] | None:
+    """Idle models to evict, in eviction order, until `need` fits; only those holding memory on a device that
+    is short are taken (evicting one that frees memory only elsewhere would not help). None: it cannot fit."""
+    short = short_of(need, room)
+    chosen: list[str] = []
+    for victim in eviction_order(idle):
+        if not short:
+            break
+        if not _holds_any(victim, short):
+            continue
+        chosen.append(victim.name)
+        room = plus(room, victim.held)
+        short = short_of(need, room)
+    return None if short else chosen
+
+
+def _choose(
+    layout: Layout, room: Memory, caps: Memory, idle: Sequence[ModelView]
+) -> tuple[Placement, tuple[str, ...]] | None:
+    """The best placement that fits now, else the best that fits after evicting idle models; None: wait."""
+    candidates = placements(layout, caps, room)
+    for candidate in candidates:
+        if fits(candidate.memory, room):
+            return candidate, ()
+    for candidate in candidates:
+        victims = victims_for(candidate.memory, room, idle)
+        if victims is not None:
+            return candidate, tuple(victims)
+    return None
 
 
 def plan(models: Mapping[str, ModelView], waiters: Sequence[WaiterView], policy: Policy, now: float) -> list[Action]:
@@ -145,6 +209,21 @@ def plan(models: Mapping[str, ModelView], waiters: Sequence[WaiterView], policy:
     return actions + _plan_swap_aware(models, by_model, policy, now, expiring)
 
 
+def _drainers(target: Memory, room: Memory, models: Mapping[str, ModelView]) -> set[str]:
+    """Loaded models that must stop taking work so that `target` gets its memory: holders on the devices that
+    are short, in eviction order, until enough would be freed."""
+    drain: set[str] = set()
+    short = short_of(target, room)
+    for holder in eviction_order(m for m in models.values() if m.state == "loaded" and _holds_any(m)):
+        if not short:
+            break
+        if _holds_any(holder, short):
+            drain.add(holder.name)
+            room = plus(room, holder.held)
+            short = short_of(target, room)
+    return drain
+
+
 def _plan_swap_aware(
     models: Mapping[str, ModelView],
     by_model: dict[str, list[WaiterView]],
@@ -153,18 +232,16 @@ def _plan_swap_aware(
     expiring: set[str],
 ) -> list[Action]:
     actions: list[Action] = []
+    caps = policy.caps
     oldest = {name: min(w.enqueued_at for w in ws) for name, ws in by_model.items()}
     pending = sorted((name for name in by_model if models[name].state == "unloaded"), key=lambda n: oldest[n])
     aged = [name for name in pending if now - oldest[name] >= policy.max_swap_wait]
-    free = policy.budget_bytes - _used(models)
+    room = _room(models, caps)
     draining: set[str] = set()
     for name in aged:  # an overdue model gets memory: whoever holds it stops taking work, then is swapped out
-        need = _need_of(models[name], by_model[name]) - free
-        for holder in eviction_order(m for m in models.values() if m.state == "loaded" and m.need_bytes > 0):
-            if need <= 0:
-                break
-            draining.add(holder.name)
-            need -= holder.need_bytes
+        target = placements(_layout_of(models[name], by_model[name]), caps, room)
+        if target:
+            draining |= _drainers(target[0].memory, room, models)
     busy: set[str] = set()  # models that got work in this plan: never evicted by it
     for name, queue in by_model.items():
         model = models[name]
@@ -177,42 +254,35 @@ def _plan_swap_aware(
         if fitting:
             actions.extend(Admit(w.id) for w in fair_order(fitting)[:free_slots])
             busy.add(name)
-        elif model.in_flight == 0 and _need_of(model, queue) <= free + model.need_bytes:
+        elif model.in_flight == 0:
             # only requests for other engine options wait: reload it with theirs (when they fit its memory)
-            actions.append(Load(name, (name,), _variant_of(queue)))
-            free -= _need_of(model, queue) - model.need_bytes
-            busy.add(name)
+            own = plus(room, model.held)
+            fitting_now = [p for p in placements(_layout_of(model, queue), caps, own) if fits(p.memory, own)]
+            if fitting_now:
+                actions.append(Load(name, (name,), _variant_of(queue), fitting_now[0]))
+                room = plus(own, fitting_now[0].memory, -1)
+                busy.add(name)
     reserved = busy | expiring
     for name in pending:
         model = models[name]
-        variant = _variant_of(by_model[name])
-        need = _need_of(model, by_model[name])
-        if need <= free:
-            actions.append(Load(name, variant=variant))
-            free -= need
-            continue
-        overdue = name in aged
         idle = [
             m
             for m in models.values()
             if m.state == "loaded"
             and m.in_flight == 0
-            and m.need_bytes > 0
+            and _holds_any(m)
             and m.name not in reserved
-            and (overdue or m.name not in by_model)
+            and (name in aged or m.name not in by_model)
         ]
-        evict: list[str] = []
-        room = free
-        for victim in eviction_order(idle):
-            if room >= need:
-                break
-            evict.append(victim.name)
-            room += victim.need_bytes
-        if room >= need:
-            actions.append(Load(name, tuple(evict), variant))
+        choice = _choose(_layout_of(model, by_model[name]), room, caps, idle)
+        if choice is not None:
+            placement, evict = choice
+            actions.append(Load(name, evict, _variant_of(by_model[name]), placement))
             reserved.update(evict)
-            free = room - need
-        elif overdue:
+            for victim in evict:
+                room = plus(room, models[victim].held)
+            room = plus(room, placement.memory, -1)
+        elif name in aged:
             break  # nothing younger may take memory the overdue model is waiting for
     return actions
 
@@ -221,8 +291,9 @@ def _plan_fifo(
     models: Mapping[str, ModelView], waiters: Sequence[WaiterView], policy: Policy, expiring: set[str]
 ) -> list[Action]:
     actions: list[Action] = []
+    caps = policy.caps
     slots = {m.name: m.parallel - m.in_flight for m in models.values() if m.state == "loaded"}
-    free = policy.budget_bytes - _used(models)
+    room = _room(models, caps)
     admitted: set[str] = set()
     for waiter in sorted(waiters, key=lambda w: (w.enqueued_at, w.id)):
         model = models[waiter.model]
@@ -231,28 +302,20 @@ def _plan_fifo(
             slots[model.name] -= 1
             admitted.add(model.name)
             continue
-        need = waiter.need_bytes if waiter.need_bytes is not None else model.need_bytes
-        if (
-            model.state == "loaded"
-            and not waiter.fits(model)
-            and model.in_flight == 0
-            and model.name not in admitted
-            and need <= free + model.need_bytes
-        ):
-            actions.append(Load(model.name, (model.name,), waiter.variant))
+        layout = _layout_of(model, [waiter] if waiter.variant is not None else [])
+        if model.state == "loaded" and not waiter.fits(model) and model.in_flight == 0 and model.name not in admitted:
+            own = plus(room, model.held)
+            fitting_now = [p for p in placements(layout, caps, own) if fits(p.memory, own)]
+            if fitting_now:
+                actions.append(Load(model.name, (model.name,), waiter.variant, fitting_now[0]))
         if model.state == "unloaded":
             idle = [
                 m
                 for m in models.values()
-                if m.state == "loaded" and m.in_flight == 0 and m.need_bytes > 0 and m.name not in expiring | admitted
+                if m.state == "loaded" and m.in_flight == 0 and _holds_any(m) and m.name not in expiring | admitted
             ]
-            evict, room = [], free
-            for victim in sorted(idle, key=lambda m: m.last_used):
-                if room >= need:
-                    break
-                evict.append(victim.name)
-                room += victim.need_bytes
-            if room >= need:
-                actions.append(Load(model.name, tuple(evict), waiter.variant))
+            choice = _choose(layout, room, caps, idle)
+            if choice is not None:
+                actions.append(Load(model.name, choice[1], waiter.variant, choice[0]))
         break  # head of the line blocks everyone behind it
     return actions

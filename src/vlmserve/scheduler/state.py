@@ -15,6 +15,7 @@ from vlmserve.domain.spec import ModelSpec
 from vlmserve.errors import VlmServeError
 from vlmserve.scheduler import policy as pol
 from vlmserve.scheduler.memory import max_context
+from vlmserve.scheduler.placement import Layout, Placement
 
 MIN_CONTEXT = 256  # tokens: Ollama's smallest num_ctx
 
@@ -44,10 +45,24 @@ class Runtime:
     variant: str = ""  # engine options the backend runs with ("" = the catalog's)
     engine_spec: ModelSpec | None = None  # the spec the backend runs (the catalog's, or a variant of it)
     unloaded: asyncio.Event = field(default_factory=asyncio.Event)  # set while state == "unloaded"
+    layout: Layout | None = None  # what its next (or current) load takes, by part
+    placement: Placement | None = None  # where the loaded engine's memory is (None: RAM only)
+    base: dict[int, int] = field(default_factory=dict)  # the files' estimate of that placement, per device
+    gpu_estimate: dict[int, int] = field(default_factory=dict)  # bytes per GPU, estimated
+    gpu_measured: dict[int, int] | None = None  # bytes per GPU, measured by NVML for the runner's process
 
     @property
     def need(self) -> int:
+        """RAM it holds (or will): measured when known, else estimated."""
         return self.measured if self.measured is not None else self.estimate
+
+    @property
+    def gpu_need(self) -> dict[int, int]:
+        return self.gpu_measured if self.gpu_measured is not None else self.gpu_estimate
+
+    @property
+    def vram_bytes(self) -> int:
+        return sum(self.gpu_need.values())
 
     @property
     def running_spec(self) -> ModelSpec:
@@ -68,6 +83,8 @@ class Runtime:
             self.variant,
             running.context_size,
             running.gpu_layers,
+            self.gpu_need if self.state in pol.HOLDS_MEMORY else {},
+            self.layout,
         )
 
 
@@ -118,6 +135,8 @@ class SchedulerConfig:
     queue_timeout: float = 600.0
     max_swap_wait: float = 10.0
     ordering: str = "swap-aware"
+    gpu_budget_mb: int | None = None  # what our models may hold on each GPU (None: gpu_fraction of it)
+    gpu_fraction: float = 0.9
     counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
 
@@ -126,16 +145,19 @@ def engine_variant(spec: ModelSpec, options: dict[str, int] | None) -> tuple[str
 
     Only options this engine takes at load count (context size, threads, GPU layers); sampling options never
     cause a reload. They are bounded first: the context by what the model can use (`max_context`), threads by
-    this machine's cores. An option equal to the catalog's value asks for the catalog's engine (key "")."""
+    this machine's cores; a negative number of GPU layers is Ollama's "as many as fit" (auto). An option equal
+    to the catalog's value asks for the catalog's engine (key "")."""
     if not options or not spec.is_local:
         return None, spec
-    wanted = {k: v for k, v in options.items() if k in spec.engine_option_names}
+    wanted: dict[str, int | str] = {k: v for k, v in options.items() if k in spec.engine_option_names}
     if not wanted:
         return None, spec
     if "context_size" in wanted:
-        wanted["context_size"] = min(max(wanted["context_size"], MIN_CONTEXT), max_context(spec))
+        wanted["context_size"] = min(max(int(wanted["context_size"]), MIN_CONTEXT), max_context(spec))
     if "threads" in wanted:
-        wanted["threads"] = min(max(wanted["threads"], 1), os.cpu_count() or 1)
+        wanted["threads"] = min(max(int(wanted["threads"]), 1), os.cpu_count() or 1)
+    if "gpu_layers" in wanted and int(wanted["gpu_layers"]) < 0:
+        wanted["gpu_layers"] = "auto"
     changed = {k: v for k, v in sorted(wanted.items()) if getattr(spec, k) != v}
     key = ",".join(f"{k}={v}" for k, v in changed.items())
     return key, spec.model_copy(update=changed) if changed else spec
