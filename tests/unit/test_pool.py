@@ -100,11 +100,15 @@ async def _close_pools() -> AsyncIterator[None]:
         await _POOLS.pop().aclose()
 
 
-def pool_of(count: int = 2, clock: Clock | None = None, **knobs: Any) -> tuple[PoolBackend, list[Member]]:
+def pool_of(
+    count: int = 2, clock: Clock | None = None, *, cache_aware: bool = False, **knobs: Any
+) -> tuple[PoolBackend, list[Member]]:
+    """A pool of scripted members; least-busy routing unless `cache_aware` (these tests repeat one request,
+    which cache-aware routing sends back to the same replica: tests/unit/test_pool_affinity.py)."""
     urls = [f"http://replica{i}:8000" for i in range(count)]
     spec = ModelSpec(name="pooled", engine="openai", replicas=urls, retry_backoff=0.0, **knobs)
     members = [Member(spec, f"r{i}") for i in range(count)]
-    pool = PoolBackend(spec, list(zip(urls, members, strict=True)), clock=clock or Clock())
+    pool = PoolBackend(spec, list(zip(urls, members, strict=True)), clock=clock or Clock(), cache_aware=cache_aware)
     _POOLS.append(pool)
     return pool, members
 

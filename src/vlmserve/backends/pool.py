@@ -1,6 +1,9 @@
 """PoolBackend: one catalog model served by several upstream replicas of the same remote engine.
 
-Routing: the eligible replica with the fewest requests in flight; ties go round-robin.
+Routing: cache-aware, then least busy. A request whose prompt prefix (system prompt, earlier turns, the same
+images) a replica served recently goes back to it (its KV cache still holds the prefix: see affinity.py), unless
+that replica has AFFINITY_SLACK or more requests in flight beyond the least busy one; otherwise the eligible
+replica with the fewest requests in flight, ties round-robin.
 Passive health: a refused connection cools a replica down at once; an engine error (5xx, reset, malformed answer),
 a 503 or a timeout counts as a failure, and `failures_to_cooldown` of them in a row cool it down for `cooldown`
 seconds. After its cooldown a replica is on probation: one more failure cools it down again, a success clears it.
@@ -30,6 +33,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from vlmserve.backends.affinity import PrefixAffinity, prefix_keys
 from vlmserve.backends.base import Backend
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult
@@ -37,6 +41,7 @@ from vlmserve.errors import EngineError, EngineTimeout, Overloaded, Unavailable,
 
 log = logging.getLogger("vlmserve.pool")
 T = TypeVar("T")
+AFFINITY_SLACK = 2  # requests in flight beyond the least busy replica at which a cached prefix no longer wins
 
 
 class MemberBackend(Backend, Protocol):
@@ -119,6 +124,7 @@ class PoolBackend:
         *,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        cache_aware: bool = True,
     ) -> None:
         if not members:
             raise ValueError(f"model {spec.name!r}: a pool needs at least one member")
@@ -129,6 +135,8 @@ class PoolBackend:
         self._rng = rng or random.Random()
         self._turn = 0
         self._prober: asyncio.Task[None] | None = None
+        self.cache_aware = cache_aware
+        self.affinity: PrefixAffinity[Replica] = PrefixAffinity(clock)
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -190,22 +198,25 @@ class PoolBackend:
     # --- inference ------------------------------------------------------------------------------------------
 
     def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        return self._stream(lambda backend: backend.chat(request))
+        return self._stream(lambda backend: backend.chat(request), self._keys(request))
 
     def complete(self, request: CompletionRequest) -> AsyncIterator[ChatChunk]:
-        return self._stream(lambda backend: backend.complete(request))
+        return self._stream(lambda backend: backend.complete(request), self._keys(request))
+
+    def _keys(self, request: ChatRequest | CompletionRequest) -> list[bytes]:
+        return prefix_keys(request) if self.cache_aware and len(self.replicas) > 1 else []
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         return await self._call(lambda backend: backend.embed(request))
 
     async def _stream(
-        self, open_stream: Callable[[MemberBackend], AsyncIterator[ChatChunk]]
+        self, open_stream: Callable[[MemberBackend], AsyncIterator[ChatChunk]], keys: list[bytes]
     ) -> AsyncIterator[ChatChunk]:
         self._ensure_prober()
         tried: set[Replica] = set()
         attempt = 0
         while True:
-            replica = self._take(tried)
+            replica = self._take(tried, keys)
             started = False
             try:
                 # backends' streams are async generators: closing one at once closes its HTTP response
@@ -219,6 +230,8 @@ class PoolBackend:
                 if not started:
                     self._healthy(replica)
                 replica.answered += 1
+                if keys:
+                    self.affinity.record(keys, replica)
                 return
             except VlmServeError as exc:
                 if started:  # bytes reached the caller: no retry, but the replica still failed
@@ -253,20 +266,25 @@ class PoolBackend:
 
     # --- choosing, marking, retrying ------------------------------------------------------------------------
 
-    def _take(self, tried: set[Replica]) -> Replica:
+    def _take(self, tried: set[Replica], keys: list[bytes] | None = None) -> Replica:
         """Pick a replica for the next attempt and count it busy (the caller's `finally` uncounts it)."""
-        replica = self.pick(tried)
+        replica = self.pick(tried, keys)
         tried.add(replica)
         replica.in_flight += 1
         return replica
 
-    def pick(self, tried: set[Replica]) -> Replica:
-        """Least busy among: available untried replicas, else available ones, else untried, else any."""
+    def pick(self, tried: set[Replica], keys: list[bytes] | None = None) -> Replica:
+        """Among available untried replicas, else available ones, else untried, else any: the one that served the
+        longest prefix of `keys` (when not AFFINITY_SLACK busier than the least busy), else the least busy."""
         now = self._clock()
         available = [r for r in self.replicas if r.available(now)]
         tiers = ([r for r in available if r not in tried], available, [r for r in self.replicas if r not in tried])
         candidates = next((tier for tier in tiers if tier), self.replicas)
         fewest = min(r.in_flight for r in candidates)
+        if keys:
+            owners = self.affinity.owners(keys, lambda r: r in candidates and r.in_flight - fewest < AFFINITY_SLACK)
+            if owners:
+                return min(owners, key=lambda r: r.in_flight)
         least_busy = [r for r in candidates if r.in_flight == fewest]
         chosen = least_busy[self._turn % len(least_busy)]
         self._turn += 1
