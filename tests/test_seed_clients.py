@@ -313,6 +313,24 @@ def test_multi_model_admin_routes(http: httpx.Client, data_dir: Path) -> None:
     assert http.get("/admin/memory_status").json()["loaded_models"] == []
 
 
+def test_multi_model_memory_status_reads_the_gpu_report(tmp_path: Path) -> None:
+    """With a GPU the scheduler manages (a scripted one: nothing runs there), the GPU fields are its report."""
+    gpus = [{"name": "scripted 24 GB", "total_mb": 24 * 1024, "used_mb": 1024}]
+    config = {"gpu_probe": "scripted", "scripted_gpus": gpus, "data_dir": str(tmp_path)}
+    with running_server(config) as proc, httpx.Client(base_url=proc.url, timeout=120) as http:
+        idle = http.get("/admin/memory_status").json()
+        assert (idle["gpu_available"], idle["gpu_total_gb"], idle["gpu_free_gb"], idle["device"]) == (
+            True,
+            24.0,
+            23.0,
+            "cuda",
+        )
+        assert idle["gpu_allocated_gb"] == 0.0
+        answer = http.post("/generate/smollm2", json={"prompt": "Hello, world!", "max_new_tokens": 2}).json()
+        assert answer["generation_method"] == "text_gpu"  # the scheduler placed it on the GPU
+        assert http.get("/admin/memory_status").json()["gpu_allocated_gb"] > 0
+
+
 # --- Ollama serving notes, and the batch server ---------------------------------------------------------------
 
 

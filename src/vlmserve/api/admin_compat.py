@@ -1,7 +1,7 @@
 """The multi-model AI server's admin routes, answered from the scheduler's real state, and `POST /admin/reload`.
 
-GET  /admin/memory_status      memory now: the GPU fields (no GPU report exists yet: gpu_available false, zeros)
-                               and the RAM budget the scheduler loads models under
+GET  /admin/memory_status      memory now: the GPU fields from the scheduler's GPU report (gpu_available false and
+                               zeros where no GPU is managed) and the RAM budget the scheduler loads models under
 GET  /admin/model_status       every catalog model: type, path, path_exists, quant_bits, engine, state
 POST /admin/emergency_cleanup  unload every idle local model, delete unused temporary files, trim the heap
 GET  /admin/temp_status        the server's temporary files (service/temp_files.py)
@@ -48,9 +48,11 @@ class MemoryStatus(BaseModel):
     gpu_total_gb: Gigabytes
     gpu_allocated_gb: Gigabytes
     gpu_free_gb: Gigabytes
-    memory_warning: bool = Field(description=f"loaded models hold {WARN_FRACTION:.0%} of the memory budget or more")
-    multimodal_safe: bool = Field(description="the default vision model is loaded, or fits the free budget as is")
-    device: Literal["cpu"]
+    memory_warning: bool = Field(
+        description=f"loaded models hold {WARN_FRACTION:.0%} or more of the RAM budget or of a GPU's budget"
+    )
+    multimodal_safe: bool = Field(description="the default vision model is loaded, or fits the free RAM budget as is")
+    device: Literal["cpu", "cuda"] = Field(description="cuda when the scheduler manages a GPU")
     ram_total_gb: Gigabytes
     ram_available_gb: Gigabytes
     budget_gb: Gigabytes
@@ -144,12 +146,15 @@ def memory_status(state: AppState) -> dict[str, Any]:
     loaded = _loaded(state)
     vision = state.catalog.default_vision_model
     safe = vision is not None and _need(state, state.catalog.get(vision), loaded) <= budget - used
+    gpu = state.scheduler.gpu_status()  # gpu_available, gpu_total_gb, gpu_allocated_gb, gpu_free_gb
+    gpu_full = any(g["models_bytes"] >= WARN_FRACTION * g["budget_bytes"] > 0 for g in state.scheduler.gpu_report())
     return {
         "timestamp": int(time.time()),
-        "gpu_available": False, "gpu_total_gb": 0.0, "gpu_allocated_gb": 0.0, "gpu_free_gb": 0.0,
-        "memory_warning": used >= WARN_FRACTION * budget,
+        "gpu_available": bool(gpu["gpu_available"]), "gpu_total_gb": float(gpu["gpu_total_gb"]),
+        "gpu_allocated_gb": float(gpu["gpu_allocated_gb"]), "gpu_free_gb": float(gpu["gpu_free_gb"]),
+        "memory_warning": used >= WARN_FRACTION * budget or gpu_full,
         "multimodal_safe": safe,
-        "device": "cpu",
+        "device": "cuda" if gpu["gpu_available"] else "cpu",
         "ram_total_gb": round(machine_memory_bytes() / GB, 2),
         "ram_available_gb": round(_available_bytes() / GB, 2),
         "budget_gb": round(budget / GB, 2),

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from vlmserve.api.simple import Usage
-from vlmserve.api.state import JSONBytes, client_of, state_of
+from vlmserve.api.state import AppState, JSONBytes, client_of, state_of
 from vlmserve.api.wire import JsonRoute, Tokens
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
@@ -30,7 +30,6 @@ from vlmserve.domain.types import (
 )
 from vlmserve.errors import ModelNotFound, VlmServeError, retry_after_of
 from vlmserve.media.images import decode_base64
-from vlmserve.service.catalog import Catalog
 
 router = APIRouter(tags=["multi-model server"], route_class=JsonRoute)
 
@@ -75,15 +74,15 @@ def _media(data: str, field: str) -> bytes:
     return decode_base64(data.split(",", 1)[-1] if data.startswith("data:") else data, field=field)
 
 
-def _device(catalog: Catalog, spec: ModelSpec) -> str:
-    """Where the model runs, as far as the server knows: there is no GPU report yet, so local engines say cpu
-    unless the model is pinned to CUDA (the transformers runner fails rather than fall back). A pipeline runs
-    where its answering model does."""
+def _device(state: AppState, spec: ModelSpec) -> str:
+    """Where the model ran: gpu when the scheduler placed any of it on a GPU (or the model is pinned to CUDA),
+    cpu for other local models, remote for remote engines; a pipeline runs where its answering model does."""
     if spec.chat_model:
-        return _device(catalog, catalog.get(spec.chat_model))
+        return _device(state, state.catalog.get(spec.chat_model))
     if not spec.is_local:
         return "remote"
-    return "gpu" if spec.device == "cuda" else "cpu"
+    on_gpu = any(r.spec.name == spec.name and r.vram_bytes > 0 for r in state.scheduler.runtimes())
+    return "gpu" if on_gpu or spec.device == "cuda" else "cpu"
 
 
 @router.post(
@@ -122,7 +121,7 @@ async def generate(model: str, body: GenerateBody, request: Request) -> Response
         {
             "response": result.text,
             "model_type": model,
-            "generation_method": f"{modality}_{_device(state.catalog, state.catalog.get(stream.model))}",
+            "generation_method": f"{modality}_{_device(state, state.catalog.get(stream.model))}",
             "memory_optimized": True,
             "model": stream.model,
             "usage": {"prompt_tokens": result.usage.prompt_tokens, "completion_tokens": result.usage.completion_tokens},
