@@ -9,6 +9,7 @@ hashed as it arrives, and renamed into place only when its sha256 is the one nam
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
@@ -81,6 +82,30 @@ def checked_gguf(path: Path, param: str) -> Path:
     if gguf_architecture(path) is None:
         raise BadRequest(f"{path}: not a GGUF file (only GGUF models can be created)", param=param)
     return path
+
+
+def remove_unused(paths: list[Path], used: set[Path], models_root: Path, blobs_root: Path) -> list[Path]:
+    """Delete those of `paths` that are the server's own (under `models_root` or `blobs_root`) and that no model
+    uses (`used`); a model folder left with only its download cache goes too. Returns what was deleted."""
+    used = {u.resolve() for u in used}
+    roots = (models_root.resolve(), blobs_root.resolve())
+    removed: list[Path] = []
+    for path in (p.resolve() for p in paths):
+        if path in used or not any(path.is_relative_to(root) and path != root for root in roots):
+            continue
+        if any(u.is_relative_to(path) for u in used):  # a folder that holds another model's files
+            continue
+        with contextlib.suppress(OSError):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+                (path.parent / ".cache" / "huggingface" / "download" / f"{path.name}.metadata").unlink(missing_ok=True)
+            removed.append(path)
+    for folder in {p.parent for p in removed if p.parent.parent == roots[0]}:
+        if folder.is_dir() and not any(p for p in folder.iterdir() if p.name != ".cache"):
+            shutil.rmtree(folder, ignore_errors=True)  # only the download cache was left
+    return removed
 
 
 class BlobStore:

@@ -15,10 +15,8 @@ copy onto it is a 409, and `POST /admin/reload` keeps that model's old definitio
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -46,7 +44,7 @@ from vlmserve.pull import (
 )
 from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.catalog import Catalog, pulled_specs
-from vlmserve.service.model_files import BlobStore, checked_gguf, is_projector
+from vlmserve.service.model_files import BlobStore, checked_gguf, is_projector, remove_unused
 
 log = logging.getLogger("vlmserve.models")
 HUB_PREFIXES = ("hf.co/", "huggingface.co/", "https://huggingface.co/", "http://huggingface.co/")
@@ -363,31 +361,8 @@ class ModelManager:
         self.catalog.replace_with(new)
 
     def _remove_unused(self, spec: ModelSpec) -> list[Path]:
-        """Delete the files of `spec` that are the server's own and that no model in the catalog uses now."""
-        used = {Path(p).resolve() for s in self.catalog.all() for p in (s.path, s.mmproj) if p}
-        owned = (self.models_root.resolve(), self.blobs.root.resolve())
-        removed: list[Path] = []
-        for value in (spec.path, spec.mmproj):
-            if not value:
-                continue
-            path = Path(value).resolve()
-            if path in used or not any(path.is_relative_to(root) and path != root for root in owned):
-                continue
-            if any(u.is_relative_to(path) for u in used):  # a folder that holds another model's files
-                continue
-            with contextlib.suppress(OSError):
-                if path.is_dir():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-                    (path.parent / ".cache" / "huggingface" / "download" / f"{path.name}.metadata").unlink(
-                        missing_ok=True
-                    )
-                removed.append(path)
-        for folder in {p.parent for p in removed if p.parent.parent == self.models_root.resolve()}:
-            if folder.is_dir() and not any(p for p in folder.iterdir() if p.name != ".cache"):
-                shutil.rmtree(folder, ignore_errors=True)  # only the download cache was left
-        return removed
+        used = {Path(p) for s in self.catalog.all() for p in (s.path, s.mmproj) if p}
+        return remove_unused([Path(p) for p in (spec.path, spec.mmproj) if p], used, self.models_root, self.blobs.root)
 
     def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)
