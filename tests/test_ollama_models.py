@@ -7,6 +7,7 @@ and the admin scope once API keys exist. The GGUF served by the imitation is Smo
 from __future__ import annotations
 
 import io
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,15 @@ def test_create_refuses_a_file_that_is_not_gguf(client: ollama.Client, tmp_path:
     with pytest.raises(ollama.ResponseError) as mismatch:  # bytes that are not the digest named
         client._request_raw("POST", "/api/blobs/sha256:" + "1" * 64, content=b"other bytes")
     assert mismatch.value.status_code == 400 and "digest mismatch" in mismatch.value.error
+    host, port = str(client._client.base_url.host), int(client._client.base_url.port or 80)
+    with socket.create_connection((host, port), timeout=30) as sock:  # 512 GiB announced: more than the disk holds
+        sock.sendall(
+            b"POST /api/blobs/sha256:" + b"2" * 64 + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % 2**39
+        )
+        head = ""
+        while "free disk space" not in head and (chunk := sock.recv(65536)):  # until the body came, or EOF
+            head += chunk.decode()
+    assert head.startswith("HTTP/1.1 413") and "free disk space" in head
 
 
 def test_reload_serves_an_edited_config_file(server: ServerProcess, client: ollama.Client) -> None:

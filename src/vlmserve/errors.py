@@ -18,7 +18,6 @@ surfaces whose error shape has one (the multi-model server's `{"error", "details
     ├── Overloaded (429 rate_limit_error)  queue full; carries retry_after seconds
     ├── RateLimited (429 rate_limit_error)  the API key's requests/tokens per minute or concurrency
     ├── InsufficientMemory (507 insufficient_memory)  the model can never fit in the memory budget
-    ├── InsufficientStorage (507 insufficient_storage)  an upload or download larger than the free disk space
     ├── Unavailable (503 service_unavailable)  temporarily cannot serve; carries retry_after
     ├── EngineError (502 engine_error)    the engine failed or crashed mid-request
     └── EngineTimeout (504 engine_timeout)
@@ -116,12 +115,6 @@ class InsufficientMemory(VlmServeError):
     status = 507
     type = "insufficient_memory"
     code = "model_too_large"
-
-
-class InsufficientStorage(VlmServeError):
-    status = 507
-    type = "insufficient_storage"
-    code = "insufficient_storage"
 
 
 class EngineError(VlmServeError):

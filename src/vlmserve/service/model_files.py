@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from vlmserve.errors import BadRequest, InsufficientStorage
+from vlmserve.errors import BadRequest, PayloadTooLarge
 
 DIGEST = re.compile(r"^sha256[:-]([0-9a-f]{64})$")
 GGUF_MAGIC = b"GGUF"
@@ -128,7 +128,7 @@ class BlobStore:
         expected = digest_hex(digest)
         self.root.mkdir(parents=True, exist_ok=True)
         if length is not None and length > shutil.disk_usage(self.root).free:
-            raise InsufficientStorage(f"the upload is {length} bytes, more than the free disk space in {self.root}")
+            raise PayloadTooLarge(f"the upload is {length} bytes, more than the free disk space in {self.root}")
         partial = final.with_name(f"{final.name}.partial-{uuid.uuid4().hex[:8]}")
         self.uploading.add(partial)
         hasher = hashlib.sha256()
