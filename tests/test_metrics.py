@@ -81,7 +81,10 @@ async def test_load_and_unload_counters_come_from_the_scheduler() -> None:
     """Remote models never load; the scheduler's counters (kind, model, reason) are rendered as they are."""
     counters = {("load", "m1", "request"): 3, ("unload", "m1", "idle"): 2, ("unload", "m1", "evicted"): 1}
     config = SimpleNamespace(counters=counters, budget_bytes=2**30)
-    state: Any = SimpleNamespace(scheduler=SimpleNamespace(config=config, runtimes=list, queued=lambda _: 0), jobs=None)
+    gpu = {"index": 0, "name": "G", "total_bytes": 8 * 2**30, "used_bytes": 5 * 2**30, "free_bytes": 3 * 2**30,
+           "budget_bytes": 7 * 2**30, "models": {"m1": 2 * 2**30}}  # fmt: skip
+    scheduler = SimpleNamespace(config=config, runtimes=list, queued=lambda _: 0, gpu_report=lambda: [gpu])
+    state: Any = SimpleNamespace(scheduler=scheduler, jobs=None)
     metrics = Metrics()
     metrics.attach(state)
     text = (await metrics.render(state)).decode()
@@ -89,6 +92,9 @@ async def test_load_and_unload_counters_come_from_the_scheduler() -> None:
     assert _value(text, "vlmserve_model_unloads_total", model="m1", reason="idle") == 2
     assert _value(text, "vlmserve_model_unloads_total", model="m1", reason="evicted") == 1
     assert _value(text, "vlmserve_memory_budget_bytes") == 2**30
+    assert _value(text, "vlmserve_gpu_memory_budget_bytes", gpu="0") == 7 * 2**30
+    assert _value(text, "vlmserve_gpu_memory_used_bytes", gpu="0") == 5 * 2**30
+    assert _value(text, "vlmserve_model_gpu_memory_bytes", model="m1", gpu="0") == 2 * 2**30
 
 
 def test_request_metrics_labels_stay_bounded(server: ServerProcess) -> None:

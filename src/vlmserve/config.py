@@ -37,6 +37,15 @@ class StaticApiKey(BaseModel):
     concurrency: int | None = None  # requests in flight (default: rate_limit_concurrency)
 
 
+class ScriptedGpu(BaseModel):
+    """FOR TESTS: a GPU that exists only in settings (`gpu_probe: scripted`); nothing runs on it."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "scripted GPU"  # what reports call it
+    total_mb: int = Field(ge=1, le=2**24)  # its memory
+    used_mb: int = Field(0, ge=0, le=2**24)  # what other programs hold on it
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VLMSERVE_", env_nested_delimiter="__", extra="forbid")
 
@@ -108,6 +117,19 @@ class Settings(BaseSettings):
         10.0, ge=0, description="seconds a request for an unloaded model waits while another model's run goes on"
     )
     scheduler_ordering: Literal["swap-aware", "fifo"] = "swap-aware"  # queue order across models
+    # GPUs (docs/scheduler.md, "GPUs")
+    gpu_probe: Literal["auto", "nvml", "none", "scripted"] = Field(
+        "auto", description="how GPUs are found: auto (NVML if it starts, else none), nvml, none, scripted (tests)"
+    )
+    scripted_gpus: list[ScriptedGpu] = Field(
+        default_factory=list, description="FOR TESTS: the GPUs that gpu_probe scripted reports (nothing runs there)"
+    )
+    gpu_memory_budget_mb: int | None = Field(
+        None, ge=1, le=2**24, description="memory local models may use on each GPU (default: gpu_memory_fraction)"
+    )
+    gpu_memory_fraction: float = Field(
+        0.9, gt=0, le=1, description="share of each GPU's memory local models may use (like --gpu-memory-utilization)"
+    )
     # durable batches (OpenAI Files + Batches) and async jobs
     data_dir: str | None = Field(None, description="folder of the SQLite database and uploaded files (~/.vlmserve)")
     pulled_models_file: str | None = Field(

@@ -34,13 +34,27 @@ def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:
         "in_flight": runtime.in_flight,
         "queued": state.scheduler.queued(name),
         "expires_in_seconds": expires_in,
-        "memory": {"estimated_bytes": runtime.estimate, "measured_bytes": runtime.measured},
+        "memory": {
+            "estimated_bytes": runtime.estimate,
+            "measured_bytes": runtime.measured,
+            "gpu_bytes": {str(d): b for d, b in runtime.gpu_need.items()},
+            "gpu_measured": runtime.gpu_measured is not None,
+            "placement": _placement(runtime),
+        },
         "loads": {reason: n for (kind, model, reason), n in counters.items() if kind == "load" and model == name},
         "unloads": {reason: n for (kind, model, reason), n in counters.items() if kind == "unload" and model == name},
     }
     if isinstance(runtime.backend, PoolBackend):  # pooled remote model: each upstream's health and load
         info["replicas"] = [asdict(replica) for replica in runtime.backend.replica_states()]
     return info
+
+
+def _placement(runtime: Runtime) -> dict[str, Any] | None:
+    """Where the loaded engine runs: cpu, gpu (devices) or a split, and how many layers are offloaded."""
+    placement = runtime.placement
+    if placement is None or runtime.state == "unloaded":
+        return None
+    return {"kind": placement.kind, "devices": list(placement.devices), "gpu_layers": placement.gpu_layers}
 
 
 @router.get("/models")
@@ -55,23 +69,20 @@ async def memory(request: Request) -> Response:
     budget = state.scheduler.config.budget_bytes
     used = state.scheduler.used_bytes()
     per_model = {r.spec.name: r.need for r in state.scheduler.runtimes() if r.state != "unloaded" and r.need}
-    return JSONBytes(
-        {
-            "devices": [
-                {
-                    "device": "cpu",
-                    "kind": "ram",
-                    "total_bytes": machine_memory_bytes(),
-                    "budget_bytes": budget,
-                    "used_bytes": used,
-                    "free_bytes": budget - used,
-                    "models": per_model,
-                    "budget_mb": budget // MB,
-                    "used_mb": used // MB,
-                }
-            ]
-        }
-    )
+    gpus = state.scheduler.gpu_report()
+    ram = {
+        "device": "cpu",
+        "kind": "ram",
+        "total_bytes": machine_memory_bytes(),
+        "budget_bytes": budget,
+        "used_bytes": used,
+        "free_bytes": budget - used,
+        "models": per_model,
+        "budget_mb": budget // MB,
+        "used_mb": used // MB,
+    }
+    devices = [ram] + [{"device": f"cuda:{g['index']}", "kind": "gpu", **g} for g in gpus]
+    return JSONBytes({"devices": devices, "gpus": gpus})
 
 
 @router.post("/models/{name:path}/load")

@@ -34,7 +34,8 @@ from vlmserve.context import note_error
 from vlmserve.errors import BadRequest, NotFound, PayloadTooLarge, VlmServeError, retry_after_of
 from vlmserve.media.pipeline import MediaPipeline
 from vlmserve.scheduler.core import Scheduler
-from vlmserve.scheduler.memory import default_budget_bytes
+from vlmserve.scheduler.devices import make_probe
+from vlmserve.scheduler.memory import MB, default_budget_bytes
 from vlmserve.scheduler.state import SchedulerConfig
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
@@ -66,6 +67,11 @@ def build_state(settings: Settings, reload_settings: Callable[[], Settings] | No
             queue_timeout=settings.queue_timeout,
             max_swap_wait=settings.max_swap_wait,
             ordering=settings.scheduler_ordering,
+            gpu_budget_mb=settings.gpu_memory_budget_mb,
+            gpu_fraction=settings.gpu_memory_fraction,
+        ),
+        probe=make_probe(
+            settings.gpu_probe, [(g.name, g.total_mb * MB, g.used_mb * MB) for g in settings.scripted_gpus]
         ),
     )
     media = MediaPipeline.from_settings(settings)

@@ -103,6 +103,7 @@ class _SchedulerCollector(Collector):
             memory.add_metric([name], float(held or 0))
         budget = GaugeMetricFamily("vlmserve_memory_budget_bytes", "memory budget of local models")
         budget.add_metric([], scheduler.config.budget_bytes)
+        yield from _gpu_gauges(scheduler.gpu_report())
         loads = CounterMetricFamily("vlmserve_model_loads", "model loads by reason", labels=["model", "reason"])
         unloads = CounterMetricFamily("vlmserve_model_unloads", "model unloads by reason", labels=["model", "reason"])
         for (kind, model, reason), count in list(scheduler.config.counters.items()):
@@ -110,6 +111,25 @@ class _SchedulerCollector(Collector):
             if target is not None:
                 target.add_metric([model, reason], count)
         yield from (depth, loaded, memory, budget, loads, unloads)
+
+
+def _gpu_gauges(gpus: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
+    """Per GPU: total, used (every process), free, our budget, and what each model holds there."""
+    labels = ["gpu", "name"]
+    families = {
+        key: GaugeMetricFamily(f"vlmserve_gpu_memory_{key}_bytes", f"GPU memory: {key}", labels=labels)
+        for key in ("total", "used", "free", "budget")
+    }
+    per_model = GaugeMetricFamily(
+        "vlmserve_model_gpu_memory_bytes", "GPU memory held per model", labels=["model", "gpu"]
+    )
+    for gpu in gpus:
+        index = str(gpu["index"])
+        for key, family in families.items():
+            family.add_metric([index, gpu["name"]], float(gpu[f"{key}_bytes"]))
+        for model, held in gpu["models"].items():
+            per_model.add_metric([model, index], float(held))
+    yield from (*families.values(), per_model)
 
 
 class _PoolCollector(Collector):

@@ -117,6 +117,8 @@ def _llamacpp(spec: ModelSpec, knobs: dict[str, Any]) -> Layout:
             output += size
         else:
             host += size  # token_embd, rope tables: llama.cpp keeps them in RAM
+    names = {name: size for name, size in info.tensors}
+    tied = names.get("token_embd.weight", 0) if "output.weight" not in names else 0  # llama.cpp duplicates it
     kv_block = int(_kv_per_block_token(info.ints, spec.cache_type_k, spec.cache_type_v) * cells)
     flash = spec.flash_attention != "off"
     compute = _compute_bytes(info.ints, info.vocab or info.ints.get("vocab_size", 0), spec.context_size, flash)
@@ -124,6 +126,7 @@ def _llamacpp(spec: ModelSpec, knobs: dict[str, Any]) -> Layout:
         LLAMACPP_RUNNER + host,
         tuple(b + kv_block for b in blocks),
         output=output,
+        tied_head=tied,
         mmproj=mmproj,
         compute=compute,
         gpu_context=GPU_CONTEXT["llamacpp"],
@@ -236,7 +239,7 @@ def apply_placement(spec: ModelSpec, placement: Placement) -> ModelSpec:
     if placement.gpu_layers == 0 or not devices:
         return spec.model_copy(update={"device": "cpu", "devices": [], "device_map": None, "max_memory": None})
     update: dict[str, Any] = {"device": "cuda", "devices": devices}
-    if spec.device_map is not None and spec.max_memory is None:
+    if spec.device_map is not None and spec.max_memory is None and not placement.complete:
         memory = placement.memory
         per_gpu = {str(i): f"{max(1, (memory.get(d, 0) - GPU_CONTEXT['transformers']) // MB)}MiB" for i, d in
                    enumerate(devices)}  # fmt: skip

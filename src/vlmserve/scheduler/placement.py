@@ -32,6 +32,7 @@ class Layout:
     host: int  # RAM wherever the blocks go: the runner process, its engine, tensors that stay on the CPU
     blocks: tuple[int, ...] = ()  # offloadable blocks, first to last (weights + each block's KV cache)
     output: int = 0  # the output head: offloaded after every block
+    tied_head: int = 0  # a head tied to the token embeddings: copied to the GPU when the head is offloaded
     mmproj: int = 0  # multimodal projector: on the main GPU when anything is offloaded, else in RAM
     compute: int = 0  # compute buffer: in RAM while any block runs on the CPU, and on each GPU used
     gpu_context: int = 0  # what each GPU a runner uses takes before any tensor (CUDA context, cuBLAS workspace)
@@ -62,6 +63,7 @@ class Placement:
     devices: tuple[int, ...] = ()  # GPUs it uses, main first
     split: tuple[float, ...] = ()  # share of the offloaded blocks per device (empty: all on the one device)
     footprint: Mapping[int, int] | None = None  # bytes per device (RAM included)
+    complete: bool = False  # every unit is on GPUs (nothing of the model runs on the CPU)
 
     @property
     def memory(self) -> Memory:
@@ -121,7 +123,7 @@ def raw_footprint(
         mine = sum(gpu_blocks[start : start + count])
         start += count
         extra = layout.gpu_context + layout.compute + (layout.mmproj if i == 0 else 0)
-        head = layout.output if output_on_gpu and i == len(devices) - 1 else 0
+        head = layout.output + layout.tied_head if output_on_gpu and i == len(devices) - 1 else 0
         out[device] = out.get(device, 0) + mine + extra + head
     return out
 
@@ -157,7 +159,8 @@ def max_units(layout: Layout, room: int, devices: Sequence[int], split: Sequence
 def _place(layout: Layout, units: int, devices: Sequence[int], split: Sequence[float] = ()) -> Placement:
     devices = tuple(devices) if units > 0 else ()
     shares = tuple(split) if len(devices) > 1 else ()
-    return Placement(units, devices, shares, footprint(layout, units, devices, shares))
+    complete = bool(devices) and units >= layout.units
+    return Placement(units, devices, shares, footprint(layout, units, devices, shares), complete)
 
 
 def placements(layout: Layout, caps: Memory, rooms: Memory | None = None) -> list[Placement]:
@@ -192,7 +195,8 @@ def _tiers(layout: Layout, caps: Memory, gpus: list[int], configured: list[int])
         return
     yield [_place(layout, layout.units, [d]) for d in gpus]
     if len(gpus) > 1:  # fits no GPU alone: split over all of them by capacity
-        yield [_place(layout, layout.units, gpus, tuple(float(caps[d]) for d in gpus))]
+        total = sum(caps[d] for d in gpus) or 1
+        yield [_place(layout, layout.units, gpus, tuple(round(caps[d] / total, 4) for d in gpus))]
     if not layout.whole:
         partial = [_place(layout, max_units(layout, caps[d], [d]), [d]) for d in gpus]
         yield sorted((p for p in partial if p.gpu_layers > 0), key=lambda p: -p.gpu_layers)

@@ -40,6 +40,7 @@ def model_rows(state: AppState) -> list[dict[str, Any]]:
             "name": spec.name, "engine": spec.engine, "state": _state_of(spec, runtime),
             "capabilities": [c.value for c in spec.capabilities],
             "memory_bytes": runtime.need if holds and runtime is not None else 0,
+            "vram_bytes": runtime.vram_bytes if holds and runtime is not None else 0,
             "measured": runtime is not None and runtime.measured is not None,
             "in_flight": runtime.in_flight if runtime is not None else 0, "parallel": spec.parallel,
             "queued": state.scheduler.queued(spec.name),
@@ -52,7 +53,12 @@ def model_rows(state: AppState) -> list[dict[str, Any]]:
 
 def memory_summary(state: AppState) -> dict[str, Any]:
     budget = state.scheduler.config.budget_bytes
-    return {"budget_bytes": budget, "used_bytes": state.scheduler.used_bytes(), "machine_bytes": machine_memory_bytes()}
+    return {
+        "budget_bytes": budget,
+        "used_bytes": state.scheduler.used_bytes(),
+        "machine_bytes": machine_memory_bytes(),
+        "gpus": state.scheduler.gpu_report(),  # one bar each: what our models hold of its budget
+    }
 
 
 async def batch_rows(state: AppState, limit: int = RECENT_BATCHES) -> list[dict[str, Any]]:

@@ -175,13 +175,14 @@ async def ps(request: Request) -> Response:
     for runtime in state.scheduler.runtimes():
         if runtime.state != "loaded" or not runtime.spec.is_local or not model_visible(runtime.spec.name):
             continue  # remote engines manage their own memory: they are not "running" here
-        entry = adapter.model_entry(runtime.spec, runtime.need, state.started_at)
+        vram = runtime.vram_bytes  # 0: it runs on the CPU (no GPU, or none had room)
+        entry = adapter.model_entry(runtime.spec, runtime.need + vram, state.started_at)
         entry.pop("modified_at")
         running.append(
             {
                 **entry,
                 "expires_at": adapter.expires_iso(runtime.expires_at),
-                "size_vram": 0,
+                "size_vram": vram,
                 "context_length": runtime.spec.context_size,
             }
         )

@@ -37,8 +37,31 @@
     const share = memory.budget_bytes ? memory.used_bytes / memory.budget_bytes : 0;
     $("memory-bar").style.width = Math.min(100, share * 100).toFixed(1) + "%";
     $("memory-bar").classList.toggle("high", share > 0.85);
-    $("memory-text").textContent = VS.bytes(memory.used_bytes) + " of " + VS.bytes(memory.budget_bytes) +
+    $("memory-text").textContent = "RAM " + VS.bytes(memory.used_bytes) + " of " + VS.bytes(memory.budget_bytes) +
       " used (" + Math.round(share * 100) + "%) · machine " + VS.bytes(memory.machine_bytes);
+    $("gpu-meters").replaceChildren(...(memory.gpus || []).map(gpuMeter));
+  }
+
+  function gpuMeter(gpu) {
+    // one bar per GPU: what our models hold of its budget; the text adds what the whole device uses
+    const share = gpu.budget_bytes ? gpu.models_bytes / gpu.budget_bytes : 0;
+    const fill = VS.el("div", "", "meter-fill" + (share > 0.85 ? " high" : ""));
+    fill.style.width = Math.min(100, share * 100).toFixed(1) + "%";
+    const meter = VS.el("div", "", "meter");
+    meter.setAttribute("aria-label", "GPU " + gpu.index + " budget use");
+    meter.append(fill);
+    const text = "GPU " + gpu.index + " (" + gpu.name + ") " + VS.bytes(gpu.models_bytes) + " of " +
+      VS.bytes(gpu.budget_bytes) + " used (" + Math.round(share * 100) + "%) · device " +
+      VS.bytes(gpu.used_bytes) + " of " + VS.bytes(gpu.total_bytes);
+    const block = VS.el("div", "", "gpu-meter");
+    block.append(VS.el("div", text, "muted"), meter);
+    return block;
+  }
+
+  function memoryText(m) {
+    if (!m.memory_bytes && !m.vram_bytes) return "–";
+    const gpu = m.vram_bytes ? " + " + VS.bytes(m.vram_bytes) + " GPU" : "";
+    return VS.bytes(m.memory_bytes) + gpu + (m.measured ? "" : " (est.)");
   }
 
   function unloadsIn(model) {
@@ -53,7 +76,7 @@
     tbody.replaceChildren(...models.map((m) => {
       const tr = row([
         { text: m.name, className: "name" }, { text: m.engine }, stateBadge(m.state),
-        { text: m.memory_bytes ? VS.bytes(m.memory_bytes) + (m.measured ? "" : " (est.)") : "–", className: "num" },
+        { text: memoryText(m), className: "num" },
         { text: m.in_flight + " / " + m.parallel, className: "num" },
         { text: m.queued, className: "num" },
         { text: unloadsIn(m), className: "num" },
