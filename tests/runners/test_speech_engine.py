@@ -16,12 +16,12 @@ pytest.importorskip("transformers")
 
 from tiny_models import build_tiny_llava, build_tiny_whisper
 
-from vlmserve.backends.openai_wire import message_to_wire, messages_from_wire
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import AudioPart, Capability, ChatChunk, Message, SamplingParams, TextPart
 from vlmserve.errors import BadRequest
 from vlmserve.media.audio import encode_wav
 from vlmserve.runners.speech_engine import SpeechEngine, is_speech_folder
+from vlmserve.wire.openai_codec import chat_from_body, message_to_wire
 
 pytestmark = pytest.mark.transformers
 
@@ -56,7 +56,7 @@ def test_detects_speech_folders(folder: Path, tmp_path: Path) -> None:
 def test_transcribes_over_the_wire_format(engine: SpeechEngine) -> None:
     wire = message_to_wire(Message(role="user", parts=[TextPart("transcribe"), _audio(1.0)]))
     assert wire["content"][1]["type"] == "input_audio"
-    chunks = _run(engine, messages_from_wire([wire]), SamplingParams(max_tokens=4))
+    chunks = _run(engine, chat_from_body({"messages": [wire]}).messages, SamplingParams(max_tokens=4))
     final = chunks[-1]
     assert final.finish_reason in ("stop", "length") and final.usage is not None
     assert final.usage.completion_tokens > 0

@@ -14,7 +14,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from vlmserve.api.openai import adapter
-from vlmserve.api.openai import protocol as p
 from vlmserve.api.simple import DEFAULT_PROMPT, AnalyzeRequest
 from vlmserve.api.state import AppState
 from vlmserve.domain.types import Capability, ChatRequest, ImageInput, Message, SamplingParams, TextPart
@@ -26,6 +25,7 @@ from vlmserve.jobs.store import Store
 from vlmserve.jobs.validate import ModelCheck
 from vlmserve.jobs.worker import AccessCheck, BatchWorker, JobRunner, WorkerConfig
 from vlmserve.media.images import decode_base64
+from vlmserve.wire import openai_models as p
 
 log = logging.getLogger("vlmserve.batches")
 BATCH_CLIENT = "batch"

@@ -11,17 +11,13 @@ from typing import Any
 
 import orjson
 
-from vlmserve.backends import openai_wire as wire
+from vlmserve.backends import forced_tools
 from vlmserve.backends.http_client import EngineHTTP
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Usage
 from vlmserve.errors import EngineError
-
-
-def _usage(raw: Any) -> Usage | None:
-    if not isinstance(raw, dict):
-        return None
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+from vlmserve.wire import openai_codec as codec
+from vlmserve.wire.openai_answers import choice_to_chunk, usage_from_wire
 
 
 class OpenAICompatibleBackend:
@@ -60,13 +56,19 @@ class OpenAICompatibleBackend:
         return await self._http.probe(f"{self._root}/health") or await self._http.probe(f"{self._v1}/models")
 
     def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        body = wire.chat_body(request, self._remote_model)
+        body = codec.chat_body(request, self._remote_model)
+        # llama.cpp lets a model write prose where a call is required: a forced call is grammar-constrained JSON
+        forced = self.spec.engine == "llamacpp" and request.tools is not None and request.tools.forced
+        if forced and request.tools is not None:
+            body = forced_tools.forced_body(body, request.tools)
         if request.stream:
-            return self._stream("/chat/completions", body, chat=True)
-        return self._once("/chat/completions", body, chat=True)
+            chunks = self._stream("/chat/completions", body, chat=True)
+        else:
+            chunks = self._once("/chat/completions", body, chat=True)
+        return forced_tools.as_tool_call(chunks, self.spec.name) if forced else chunks
 
     def complete(self, request: CompletionRequest) -> AsyncIterator[ChatChunk]:
-        body = wire.completion_body(request, self._remote_model)
+        body = codec.completion_body(request, self._remote_model)
         if request.stream:
             return self._stream("/completions", body, chat=False)
         return self._once("/completions", body, chat=False)
@@ -81,7 +83,7 @@ class OpenAICompatibleBackend:
             vectors = [list(map(float, row["embedding"])) for row in rows]
         except (KeyError, TypeError, ValueError) as exc:
             raise EngineError(f"{self.spec.name}: engine sent a malformed embeddings answer") from exc
-        usage = _usage(data.get("usage"))
+        usage = usage_from_wire(data.get("usage"))
         return EmbedResult(vectors=vectors, prompt_tokens=usage.prompt_tokens if usage else 0)
 
     async def _once(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[ChatChunk]:
@@ -89,14 +91,14 @@ class OpenAICompatibleBackend:
         body.pop("stream_options", None)
         data = await self._http.post_json(f"{self._v1}{path}", body)
         try:
-            choice = data["choices"][0]
-            text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
-        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            answer = choice_to_chunk(data["choices"][0], chat=chat, streamed=False)
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise EngineError(f"{self.spec.name}: engine sent a malformed answer") from exc
-        if text:
-            yield ChatChunk(text=str(text))
-        reason = wire.finish_reason_from_wire(choice.get("finish_reason")) or "stop"
-        yield ChatChunk(finish_reason=reason, usage=_usage(data.get("usage")) or Usage())
+        finish = answer.finish_reason or "stop"
+        answer.finish_reason = None
+        if answer.has_output or answer.logprobs:
+            yield answer
+        yield ChatChunk(finish_reason=finish, usage=usage_from_wire(data.get("usage")) or Usage())
 
     async def _stream(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[ChatChunk]:
         usage: Usage | None = None
@@ -116,12 +118,15 @@ class OpenAICompatibleBackend:
                 raise EngineError(f"{self.spec.name}: engine sent malformed stream data") from exc
             if "error" in event:
                 raise EngineError(f"{self.spec.name}: {event['error']}")
-            usage = _usage(event.get("usage")) or usage
+            usage = usage_from_wire(event.get("usage")) or usage
             for choice in event.get("choices") or []:
-                text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                reason = wire.finish_reason_from_wire(choice.get("finish_reason"))
-                if text:
-                    yield ChatChunk(text=text)
+                try:
+                    piece = choice_to_chunk(choice, chat=chat, streamed=True)
+                except (TypeError, AttributeError, ValueError) as exc:
+                    raise EngineError(f"{self.spec.name}: engine sent a malformed stream chunk") from exc
+                reason, piece.finish_reason = piece.finish_reason, None
+                if piece.has_output or piece.logprobs:
+                    yield piece
                 if reason is not None:
                     finish = ChatChunk(finish_reason=reason)
         if finish is None:

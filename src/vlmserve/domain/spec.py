@@ -35,9 +35,14 @@ _DEFAULT_CAPABILITIES: dict[str, list[Capability]] = {
     "rapidocr": [Capability.VISION],
     "onnx-embed": [Capability.EMBEDDING],
     "ocr-chat": [Capability.COMPLETION, Capability.VISION],
-    "ollama": [Capability.COMPLETION],
-    "openai": [Capability.COMPLETION],
+    # remote engines get tools passed through (and Ollama `think`): the engine answers its own 400 when its model
+    # cannot; declare `capabilities` to refuse here instead
+    "ollama": [Capability.COMPLETION, Capability.TOOLS, Capability.THINKING],
+    "openai": [Capability.COMPLETION, Capability.TOOLS],
 }
+# engines that return log-probabilities (llama.cpp's server, vLLM / OpenAI, Ollama >= 0.12) and take `suffix`
+_LOGPROBS_ENGINES: frozenset[str] = frozenset({"llamacpp", "ollama", "openai"})
+_SUFFIX_ENGINES: frozenset[str] = frozenset({"ollama", "openai"})
 
 
 class SamplingDefaults(BaseModel):
@@ -206,6 +211,15 @@ class ModelSpec(BaseModel):
 
     def can(self, capability: Capability) -> bool:
         return capability in self.capabilities
+
+    @property
+    def gives_logprobs(self) -> bool:
+        return self.engine in _LOGPROBS_ENGINES
+
+    @property
+    def takes_suffix(self) -> bool:
+        """Fill-in-the-middle (`suffix`): passed to engines that have it (llama.cpp's is /infill, not here)."""
+        return self.engine in _SUFFIX_ENGINES
 
     @property
     def is_local(self) -> bool:

@@ -12,6 +12,8 @@ class Capability(StrEnum):
     VISION = "vision"
     EMBEDDING = "embedding"
     AUDIO = "audio"
+    TOOLS = "tools"  # function calling: `tools` in a request (Ollama: "does not support tools" without it)
+    THINKING = "thinking"  # reasoning text apart from the answer: Ollama `think`, OpenAI `reasoning_effort`
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +87,64 @@ _AUDIO_PARTS = (AudioInput, AudioPart)
 Role = Literal["system", "user", "assistant", "tool"]
 
 
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call: its name, description and JSON-schema parameters."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call the model made: `arguments` is JSON text (OpenAI's form; Ollama's object is dumped to it)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """A streamed piece of the `index`th tool call: id and name come first, then arguments in pieces."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Tools:
+    """The tools of a request. `choice` "required" forces a call (of `name`, when a function was named)."""
+
+    specs: list[ToolSpec]
+    choice: Literal["auto", "none", "required"] = "auto"
+    name: str | None = None
+    parallel: bool = True
+
+    @property
+    def forced(self) -> bool:
+        return self.choice == "required"
+
+    def allowed(self) -> list[ToolSpec]:
+        """The tools a forced call may use: the named one, or all."""
+        return [t for t in self.specs if t.name == self.name] if self.name else list(self.specs)
+
+
+ThinkLevel = Literal["low", "medium", "high"]
+
+
 @dataclass(slots=True)
 class Message:
     role: Role
     parts: list[Part]
+    tool_calls: list[ToolCall] = field(default_factory=list)  # an assistant's calls, in the history
+    tool_call_id: str | None = None  # a `tool` message: the call it answers
+    name: str | None = None  # a `tool` message: the function's name (Ollama's tool_name)
+    thinking: str | None = None  # an assistant's reasoning, in the history
 
     @property
     def text(self) -> str:
@@ -144,6 +200,10 @@ class ChatRequest:
     client: str = ""  # who asked (API key or X-Client-Id): clients take turns in a model's queue
     background: bool = False  # batch work: queued behind live requests
     engine_options: dict[str, int] | None = None  # context_size / threads / gpu_layers: restart the engine
+    tools: Tools | None = None
+    think: bool | ThinkLevel | None = None  # None: the model's default; False: no reasoning
+    logprobs: int | None = None  # None: not asked; n >= 0: log-probabilities of each token and its n best rivals
+    think_field: str = "think"  # the surface's name for `think`, for the 400 of a model that cannot think
 
 
 @dataclass(slots=True)
@@ -158,6 +218,8 @@ class CompletionRequest:
     client: str = ""
     background: bool = False
     engine_options: dict[str, int] | None = None
+    logprobs: int | None = None  # as ChatRequest.logprobs
+    suffix: str | None = None  # fill-in-the-middle: the text after the completion
 
 
 @dataclass(slots=True)
@@ -170,7 +232,16 @@ class Usage:
         return self.prompt_tokens + self.completion_tokens
 
 
-FinishReason = Literal["stop", "length", "error"]
+FinishReason = Literal["stop", "length", "tool_calls", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token's log-probability, and its most likely rivals (`top`: token, logprob)."""
+
+    token: str
+    logprob: float
+    top: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(slots=True)
@@ -180,6 +251,13 @@ class ChatChunk:
     text: str = ""
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    reasoning: str = ""  # reasoning text, apart from the answer
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def has_output(self) -> bool:
+        return bool(self.text or self.reasoning or self.tool_calls)
 
 
 @dataclass(slots=True)
@@ -198,6 +276,34 @@ class ChatResult:
     finish_reason: FinishReason
     usage: Usage
     timings: Timings = field(default_factory=Timings)
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+
+
+class ToolCallAssembler:
+    """Puts streamed tool-call deltas back together into whole calls (by index, in order)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+
+    def add(self, deltas: list[ToolCallDelta]) -> None:
+        for delta in deltas:
+            call = self._calls.setdefault(delta.index, ["", "", ""])
+            call[0] = delta.id or call[0]
+            call[1] = delta.name or call[1]
+            call[2] += delta.arguments
+
+    @property
+    def indexes(self) -> list[int]:
+        return sorted(self._calls)
+
+    def call(self, index: int) -> ToolCall:
+        call_id, name, arguments = self._calls[index]
+        return ToolCall(id=call_id or f"call_{index}", name=name, arguments=arguments or "{}")
+
+    def calls(self) -> list[ToolCall]:
+        return [self.call(i) for i in self.indexes]
 
 
 @dataclass(slots=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
@@ -21,11 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from vlmserve.backends.openai_wire import messages_from_wire, sampling_from_wire
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.domain.types import ChatChunk, Message, SamplingParams, TextPart
-from vlmserve.errors import VlmServeError
+from vlmserve.domain.types import ChatChunk, ChatResult, Message, SamplingParams, TextPart, Usage
+from vlmserve.errors import BadRequest, VlmServeError
 from vlmserve.runners.lifecycle import announce_ready, on_parent_exit
+from vlmserve.wire import openai_answers as answers
+from vlmserve.wire.openai_codec import chat_from_body, completion_from_body
 
 
 class PythonEngine(Protocol):
@@ -76,18 +76,25 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
     async def chat(request: Request) -> Response:
         body = orjson.loads(await request.body())
         try:
-            messages = messages_from_wire(body.get("messages", []))
+            domain = chat_from_body(body)
+            if domain.tools is not None and domain.tools.specs:  # the gateway refuses first (capabilities)
+                raise BadRequest(f"model '{spec.name}' does not support tools", param="tools")
         except VlmServeError as exc:
             return _error(exc.status, exc.message, param=exc.param)
-        return await _generate(request, messages, body, chat=True)
+        return await _generate(domain.messages, domain.sampling, body, chat=True)
 
     async def completions(request: Request) -> Response:
         body = orjson.loads(await request.body())
-        messages = [Message(role="user", parts=[TextPart(str(body.get("prompt", "")))])]
-        return await _generate(request, messages, body, chat=False)
+        try:
+            domain = completion_from_body(body)
+        except VlmServeError as exc:
+            return _error(exc.status, exc.message, param=exc.param)
+        messages = [Message(role="user", parts=[TextPart(domain.prompt)])]
+        return await _generate(messages, domain.sampling, body, chat=False)
 
-    async def _generate(request: Request, messages: list[Message], body: dict[str, Any], *, chat: bool) -> Response:
-        sampling = sampling_from_wire(body)
+    async def _generate(
+        messages: list[Message], sampling: SamplingParams, body: dict[str, Any], *, chat: bool
+    ) -> Response:
         cancel = threading.Event()
         stream = _run_in_thread(lambda: _locked(lock, engine.generate(messages, sampling, cancel)), cancel)
         try:
@@ -101,7 +108,10 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         async for chunk in stream:
             text.append(chunk.text)
             final = chunk
-        return JSONResponse(_final_body(spec.name, "".join(text), final, chat))
+        result = ChatResult("".join(text), final.finish_reason or "stop", final.usage or Usage())
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        encode = answers.chat_completion if chat else answers.completion
+        return JSONResponse(encode(rid, spec.name, result))
 
     async def embeddings(request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -164,57 +174,17 @@ async def _run_in_thread(make: Any, cancel: threading.Event) -> AsyncIterator[Ch
         cancel.set()
 
 
-def _chunk_body(model: str, rid: str, chunk: ChatChunk, chat: bool) -> dict[str, Any]:
-    choice: dict[str, Any] = {"index": 0, "finish_reason": chunk.finish_reason}
-    if chat:
-        choice["delta"] = {"content": chunk.text} if chunk.text else {}
-    else:
-        choice["text"] = chunk.text
-    return {
-        "id": rid,
-        "object": "chat.completion.chunk" if chat else "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-    }
-
-
 async def _sse(stream: AsyncIterator[ChatChunk], model: str, chat: bool) -> AsyncIterator[bytes]:
-    rid = f"chatcmpl-{uuid.uuid4().hex}"
+    encoder = answers.ChunkEncoder(f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", model, chat=chat)
     try:
         async for chunk in stream:
-            yield b"data: " + orjson.dumps(_chunk_body(model, rid, chunk, chat)) + b"\n\n"
+            for event in encoder.encode(chunk):
+                yield b"data: " + orjson.dumps(event) + b"\n\n"
             if chunk.usage is not None:
-                usage = {
-                    "prompt_tokens": chunk.usage.prompt_tokens,
-                    "completion_tokens": chunk.usage.completion_tokens,
-                    "total_tokens": chunk.usage.total_tokens,
-                }
-                yield b"data: " + orjson.dumps({"id": rid, "choices": [], "usage": usage}) + b"\n\n"
+                yield b"data: " + orjson.dumps(encoder.usage(chunk.usage)) + b"\n\n"
     except Exception as exc:  # after the first byte, errors travel in-band
         yield b"data: " + orjson.dumps({"error": {"message": str(exc), "type": "engine_error"}}) + b"\n\n"
     yield b"data: [DONE]\n\n"
-
-
-def _final_body(model: str, text: str, final: ChatChunk, chat: bool) -> dict[str, Any]:
-    usage = final.usage
-    choice: dict[str, Any] = {"index": 0, "finish_reason": final.finish_reason or "stop"}
-    if chat:
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
-    return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [choice],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens if usage else 0,
-            "completion_tokens": usage.completion_tokens if usage else 0,
-            "total_tokens": usage.total_tokens if usage else 0,
-        },
-    }
 
 
 def serve_python_engine(spec: ModelSpec, *, threads: int | None) -> int:

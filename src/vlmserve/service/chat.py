@@ -23,6 +23,8 @@ from vlmserve.domain.types import (
     SamplingParams,
     TextPart,
     Timings,
+    TokenLogprob,
+    ToolCallAssembler,
     Usage,
 )
 from vlmserve.errors import BadRequest, EngineError, UnsupportedCapability, VlmServeError
@@ -31,6 +33,7 @@ from vlmserve.scheduler.core import Scheduler
 from vlmserve.scheduler.memory import max_context
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.fallback import FallbackCounts, with_fallbacks
+from vlmserve.service.features import check_features, missing_features
 from vlmserve.service.leasing import lease_for
 
 
@@ -74,10 +77,13 @@ class ChatService:
         spec = self.catalog.resolve(request.model, wanted)
         if has_audio and has_images and not spec.can(Capability.VISION):
             raise UnsupportedCapability(f"model '{spec.name}' does not support images", param="model")
+        check_features(spec, request)
         note_model(spec.name)
 
         def fits(candidate: ModelSpec) -> bool:
-            return candidate.can(wanted) and not (has_audio and has_images and not candidate.can(Capability.VISION))
+            if has_audio and has_images and not candidate.can(Capability.VISION):
+                return False
+            return candidate.can(wanted) and not missing_features(candidate, request)  # fallbacks keep tools
 
         media = has_images or has_audio
         stream = await with_fallbacks(
@@ -101,9 +107,12 @@ class ChatService:
         note_model(spec.name)
         if spec.engine in ("ocr-chat", "rapidocr"):
             raise BadRequest(f"model '{spec.name}' does not support raw completions", param="model")
+        check_features(spec, request)
 
         def fits(candidate: ModelSpec) -> bool:
-            return candidate.can(Capability.COMPLETION) and candidate.engine not in ("ocr-chat", "rapidocr")
+            if candidate.engine in ("ocr-chat", "rapidocr") or missing_features(candidate, request):
+                return False
+            return candidate.can(Capability.COMPLETION)
 
         stream = await with_fallbacks(
             self.catalog, spec, fits, lambda chosen: self._start_completion(chosen, request), self.fallbacks
@@ -118,12 +127,27 @@ class ChatService:
 
     async def collect(self, stream: ChatStream) -> ChatResult:
         text: list[str] = []
+        reasoning: list[str] = []
+        calls = ToolCallAssembler()
+        logprobs: list[TokenLogprob] | None = None
         final = ChatChunk(finish_reason="stop", usage=Usage())
         async for chunk in stream.chunks:
             text.append(chunk.text)
+            reasoning.append(chunk.reasoning)
+            calls.add(chunk.tool_calls)
+            if chunk.logprobs is not None:
+                logprobs = [*(logprobs or []), *chunk.logprobs]
             if chunk.finish_reason is not None:
                 final = chunk
-        return ChatResult("".join(text), final.finish_reason or "stop", final.usage or Usage(), stream.timings)
+        return ChatResult(
+            "".join(text),
+            final.finish_reason or "stop",
+            final.usage or Usage(),
+            stream.timings,
+            reasoning="".join(reasoning),
+            tool_calls=calls.calls(),
+            logprobs=logprobs,
+        )
 
     async def _run(
         self, spec: ModelSpec, request: ChatRequest | CompletionRequest, timings: Timings
@@ -155,7 +179,7 @@ class ChatService:
                 lease.backend.chat(request) if isinstance(request, ChatRequest) else lease.backend.complete(request)
             )
             async for chunk in chunks:
-                if first_token is None and (chunk.text or chunk.finish_reason):
+                if first_token is None and (chunk.has_output or chunk.finish_reason):
                     first_token = time.perf_counter_ns()
                     note_first_token()
                     timings.prompt_eval_ns = first_token - began - lease.load_ns

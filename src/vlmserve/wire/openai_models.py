@@ -1,4 +1,8 @@
-"""OpenAI wire schemas (requests only: responses are built as plain dicts for speed). Validation lives here."""
+"""OpenAI wire schemas of requests: what the public routes validate, and what the runners read back.
+
+Responses are built as plain dicts by wire/openai_answers.py (faster than models, and one place for both the
+routes and the runners). Unknown fields are accepted and ignored; every number is bounded (wire/bounds.py).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from vlmserve.api.wire import Bool, Dimensions, KeepAlive, Seed, TokenId, Tokens, TopK
+from vlmserve.wire.bounds import MAX_TOP_LOGPROBS, Bool, Dimensions, KeepAlive, Seed, TokenId, Tokens, TopK
 
 
 class _Lenient(BaseModel):
@@ -54,10 +58,47 @@ class VideoContent(_Lenient):
 ContentPart = Annotated[TextContent | ImageContent | InputAudio | VideoContent, Field(discriminator="type")]
 
 
+class FunctionCall(_Lenient):
+    name: str = Field(min_length=1)
+    arguments: str | dict[str, Any] = "{}"  # JSON text; an object (as some clients send) is taken too
+
+
+class ToolCallItem(_Lenient):
+    """A call in an assistant message of the history (or of an engine's answer)."""
+
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(_Lenient):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallItem] | None = None  # assistant
+    tool_call_id: str | None = None  # tool
+    reasoning_content: str | None = None  # assistant: its reasoning, as llama.cpp and DeepSeek send it back
+
+
+class FunctionDef(_Lenient):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: Bool | None = None
+
+
+class Tool(_Lenient):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Lenient):
+    name: str = Field(min_length=1)
+
+
+class NamedToolChoice(_Lenient):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(_Lenient):
@@ -83,6 +124,7 @@ class _Sampling(_Lenient):
     stop: str | list[str] | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    repeat_penalty: float | None = Field(default=None, ge=0, le=100)  # llama.cpp's extension
     n: int | None = Field(default=None, ge=1, le=1, description="only n=1 is supported")
     stream: Bool = False
     stream_options: StreamOptions | None = None
@@ -96,6 +138,13 @@ class ChatCompletionRequest(_Sampling):
     max_tokens: Tokens | None = None
     max_completion_tokens: Tokens | None = None
     response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: Bool | None = None
+    logprobs: Bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    chat_template_kwargs: dict[str, Any] | None = None  # vLLM's: `enable_thinking` is read, the rest ignored
 
 
 class CompletionRequest(_Sampling):
@@ -104,6 +153,7 @@ class CompletionRequest(_Sampling):
     max_tokens: Tokens | None = 16
     echo: Bool = False
     suffix: str | None = None
+    logprobs: int | None = Field(default=None, ge=0, le=5)  # legacy completions: the top n of each token
 
 
 class EmbeddingRequest(_Lenient):

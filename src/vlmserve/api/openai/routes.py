@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -12,7 +11,6 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from vlmserve.api.openai import adapter
-from vlmserve.api.openai import protocol as p
 from vlmserve.api.openai.errors import error_body
 from vlmserve.api.state import JSONBytes, client_of, fallback_headers, state_of
 from vlmserve.api.wire import JsonRoute
@@ -21,6 +19,8 @@ from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability
 from vlmserve.errors import VlmServeError
 from vlmserve.service.chat import ChatStream
+from vlmserve.wire import openai_models as p
+from vlmserve.wire.openai_answers import ChunkEncoder
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=JsonRoute)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -30,27 +30,13 @@ def _sse(obj: Any) -> bytes:
     return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-async def _sse_stream(
-    stream: ChatStream, rid: str, include_usage: bool, make_chunk: Callable[[str, str | None], dict[str, Any]]
-) -> AsyncIterator[bytes]:
+async def _sse_stream(stream: ChatStream, encoder: ChunkEncoder, include_usage: bool) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream.chunks:
-            if chunk.text:
-                yield _sse(make_chunk(chunk.text, None))
-            if chunk.finish_reason is not None:
-                yield _sse(make_chunk("", chunk.finish_reason))
-                if include_usage and chunk.usage is not None:
-                    usage = adapter.usage_dict(chunk.usage)
-                    yield _sse(
-                        {
-                            "id": rid,
-                            "object": "chat.completion.chunk",
-                            "created": int(time.time()),
-                            "model": stream.model,
-                            "choices": [],
-                            "usage": usage,
-                        }
-                    )
+            for event in encoder.encode(chunk):
+                yield _sse(event)
+            if chunk.finish_reason is not None and include_usage and chunk.usage is not None:
+                yield _sse(encoder.usage(chunk.usage))
     except VlmServeError as exc:  # status is already sent: the error travels in-band
         yield _sse(error_body(exc))
     yield b"data: [DONE]\n\n"
@@ -66,19 +52,9 @@ async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> R
     headers = fallback_headers(stream.fallback_from)
     if not body.stream:
         return JSONBytes(adapter.chat_response(rid, stream.model, await state.chat.collect(stream)), headers=headers)
-    created = int(time.time())
-    first = [True]
-
-    def make_chunk(text: str, finish: str | None) -> dict[str, Any]:
-        delta: dict[str, Any] = {"content": text} if text else {}
-        if first[0]:
-            delta = {"role": "assistant", **delta} if text else {"role": "assistant", "content": ""}
-            first[0] = False
-        return adapter.chat_chunk(rid, stream.model, created, delta, finish)
-
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _sse_stream(stream, rid, include_usage, make_chunk),
+        _sse_stream(stream, ChunkEncoder(rid, stream.model), include_usage),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},
     )
@@ -95,15 +71,9 @@ async def completions(body: p.CompletionRequest, request: Request) -> Response:
     if not body.stream:
         result = await state.chat.collect(stream)
         return JSONBytes(adapter.completion_response(rid, stream.model, result), headers=headers)
-    created = int(time.time())
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(
-        _sse_stream(
-            stream,
-            rid,
-            include_usage,
-            lambda text, finish: adapter.completion_chunk(rid, stream.model, created, text, finish),
-        ),
+        _sse_stream(stream, ChunkEncoder(rid, stream.model, chat=False), include_usage),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},
     )
