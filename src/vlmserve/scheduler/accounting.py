@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from vlmserve.domain.spec import ModelSpec
+from vlmserve.errors import InsufficientMemory
 from vlmserve.scheduler.devices import Device, GpuProbe, NoGpuProbe
 from vlmserve.scheduler.layout import apply_placement, layout_of
-from vlmserve.scheduler.placement import RAM, Layout, Placement, raw_footprint
+from vlmserve.scheduler.placement import RAM, Layout, Placement, placements, raw_footprint
 from vlmserve.scheduler.policy import HOLDS_MEMORY
 from vlmserve.scheduler.state import Runtime, SchedulerConfig
 
@@ -112,6 +113,36 @@ class MemoryBook:
                 cap = max(0, min(cap, device.total - external))
             out[device.index] = cap
         return out
+
+    def ever_fits(self, layout: Layout) -> bool:
+        """Some placement fits the budgets of an empty machine (RAM, and each GPU's budget)."""
+        return bool(placements(layout, {RAM: self.config.budget_bytes, **self.caps([], empty=True)}))
+
+    def never_fits(self, spec: ModelSpec, variant: str | None, layout: Layout) -> InsufficientMemory:
+        asked = f" with engine options {variant}" if variant else ""
+        gpus = self.caps([], empty=True)
+        where = f"the whole memory budget ({self.config.budget_bytes // MB} MB)"
+        if gpus and layout.offload:
+            where += ", even with as many layers as fit on " + " or ".join(
+                f"GPU {d} ({cap // MB} MB)" for d, cap in gpus.items()
+            )
+        forced = " (gpu_layers fixes how many go to the GPU)" if layout.forced not in (None, 0) and gpus else ""
+        return InsufficientMemory(
+            f"model '{spec.name}'{asked} needs about {layout.cpu_bytes // MB} MB, more than {where}{forced}; "
+            "raise memory_budget_mb or use a smaller model" + (" or a smaller num_ctx" if asked else "")
+        )
+
+    def log_placement(self, runtime: Runtime, placement: Placement | None) -> None:
+        if placement is None or not self.managed or not runtime.spec.is_local:
+            return
+        name, layout = runtime.spec.name, runtime.layout
+        if placement.kind == "cpu":
+            log.warning("model %s fits no GPU: it runs on the CPU (%d MB of RAM)", name, runtime.estimate // MB)
+        elif layout is not None and not placement.complete:
+            log.info("model %s: %d of %d layers on GPU %s, the rest on the CPU", name, placement.gpu_layers,
+                     layout.units, ",".join(map(str, placement.devices)))  # fmt: skip
+        else:
+            log.info("model %s: on GPU %s", name, ",".join(map(str, placement.devices)))
 
     # --- measurements ---------------------------------------------------------------------------------------
 

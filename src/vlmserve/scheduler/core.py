@@ -23,11 +23,12 @@ from typing import Any
 
 from vlmserve.backends.base import Backend
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.errors import EngineError, InsufficientMemory, Overloaded, Unavailable, VlmServeError
+from vlmserve.errors import Overloaded, Unavailable
 from vlmserve.scheduler import policy as pol
 from vlmserve.scheduler.accounting import MAX_RATIO, MIN_RATIO, MemoryBook
 from vlmserve.scheduler.devices import GpuProbe
-from vlmserve.scheduler.placement import RAM, Layout, Placement, placements
+from vlmserve.scheduler.jobs import Jobs, close_backend
+from vlmserve.scheduler.placement import Layout
 from vlmserve.scheduler.state import (
     Call,
     Done,
@@ -71,6 +72,7 @@ class Scheduler:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
+        self._loader = Jobs(self._models, self._events, factory, config.counters)
         self.memory = MemoryBook(config, probe) if layout_fn is None else MemoryBook(config, probe, layout_fn)
         self.memory.refresh()
         self._last_measure = 0.0
@@ -246,8 +248,8 @@ class Scheduler:
         # what a fresh load would take (not what a loaded runner holds now: one request's spike must not make
         # the model look as if it could never fit again)
         layout = self.memory.layout(waiter.load_spec or runtime.running_spec)
-        if spec.is_local and not self._ever_fits(layout):
-            waiter.future.set_exception(self._never_fits(spec, waiter, layout))
+        if spec.is_local and not self.memory.ever_fits(layout):
+            waiter.future.set_exception(self.memory.never_fits(spec, waiter.view.variant, layout))
             return
         if waiter.load_spec is not None:
             waiter.view = dataclasses.replace(waiter.view, need_bytes=layout.cpu_bytes, layout=layout)
@@ -285,24 +287,6 @@ class Scheduler:
             alive = self._keep_alive(runtime)
             runtime.expires_at = None if math.isinf(alive) or runtime.spec.pin else now + alive
 
-    def _ever_fits(self, layout: Layout) -> bool:
-        """Some placement fits the budgets of an empty machine (RAM, and each GPU's budget)."""
-        return bool(placements(layout, {RAM: self.config.budget_bytes, **self.memory.caps([], empty=True)}))
-
-    def _never_fits(self, spec: ModelSpec, waiter: Waiter, layout: Layout) -> InsufficientMemory:
-        asked = f" with engine options {waiter.view.variant}" if waiter.view.variant else ""
-        gpus = self.memory.caps([], empty=True)
-        where = f"the whole memory budget ({self.config.budget_bytes // 2**20} MB)"
-        if gpus and layout.offload:
-            where += ", even with as many layers as fit on " + " or ".join(
-                f"GPU {d} ({cap // 2**20} MB)" for d, cap in gpus.items()
-            )
-        forced = " (gpu_layers fixes how many go to the GPU)" if layout.forced not in (None, 0) and gpus else ""
-        return InsufficientMemory(
-            f"model '{spec.name}'{asked} needs about {layout.cpu_bytes // 2**20} MB, more than {where}{forced}; "
-            "raise memory_budget_mb or use a smaller model" + (" or a smaller num_ctx" if asked else "")
-        )
-
     def _keep_alive(self, runtime: Runtime) -> float:
         if runtime.keep_alive is not None:
             return runtime.keep_alive
@@ -317,7 +301,7 @@ class Scheduler:
                         del self._waiters[waiter_id]
                         waiter.future.set_exception(event.error)
                 if runtime.variant:  # a variant that failed to load leaves the catalog's engine, as before it
-                    self._spawn(_close_backend(runtime.backend))
+                    self._spawn(close_backend(runtime.backend))
                     runtime.backend, runtime.variant, runtime.engine_spec = self._factory(runtime.spec), "", None
             self.memory.forget(runtime)
             runtime.state = "unloaded"
@@ -394,28 +378,15 @@ class Scheduler:
                 runtime.unloaded.clear()
                 load_spec = self._spec_to_load(runtime, action.variant)
                 self.memory.begin(runtime, load_spec, action.placement)
-                self._log_placement(runtime, action.placement)
+                self.memory.log_placement(runtime, action.placement)
                 placed = self.memory.placed_spec(load_spec, action.placement)
-                self._spawn(self._swap(action.evict, runtime, action.variant, load_spec, placed))
+                self._spawn(self._loader.swap(action.evict, runtime, action.variant, load_spec, placed))
             else:
                 self._models[action.model].state = "unloading"
                 reason = self._unload_reasons.pop(action.model, action.reason)
-                self._spawn(self._unload(self._models[action.model], reason))
+                self._spawn(self._loader.unload(self._models[action.model], reason))
         for runtime in self._models.values():
             runtime.load_ns = 0  # only requests admitted right after a load report its duration
-
-    def _log_placement(self, runtime: Runtime, placement: Placement | None) -> None:
-        if placement is None or not self.memory.managed or not runtime.spec.is_local:
-            return
-        layout = runtime.layout
-        if placement.kind == "cpu":
-            log.warning("model %s fits no GPU: it runs on the CPU (%d MB of RAM)", runtime.spec.name,
-                        runtime.estimate // 2**20)  # fmt: skip
-        elif layout is not None and placement.gpu_layers < layout.units:
-            log.info("model %s: %d of %d layers on GPU %s, the rest on the CPU", runtime.spec.name,
-                     placement.gpu_layers, layout.units, ",".join(map(str, placement.devices)))  # fmt: skip
-        else:
-            log.info("model %s: on GPU %s", runtime.spec.name, ",".join(map(str, placement.devices)))
 
     def _spec_to_load(self, runtime: Runtime, variant: str | None) -> ModelSpec:
         """The spec a Load runs: the engine options of a request queued for `variant`, else what runs now."""
@@ -432,66 +403,3 @@ class Scheduler:
         task = asyncio.get_running_loop().create_task(job)
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
-
-    async def _replace_backend(
-        self, runtime: Runtime, variant: str, spec: ModelSpec, placed: ModelSpec, *, reloading: bool
-    ) -> None:
-        await _close_backend(runtime.backend)
-        if reloading:
-            self.config.counters[("unload", runtime.spec.name, "options")] += 1
-            log.info("unloaded %s (reason=options)", runtime.spec.name)
-        runtime.backend = self._factory(placed)
-        runtime.variant = variant
-        runtime.engine_spec = spec
-
-    async def _unload(self, runtime: Runtime, reason: str) -> None:
-        try:
-            await runtime.backend.stop()
-        except Exception:
-            log.exception("unloading %s failed", runtime.spec.name)
-        self.config.counters[("unload", runtime.spec.name, reason)] += 1
-        log.info("unloaded %s (reason=%s)", runtime.spec.name, reason)
-        self._events.put_nowait(Done(runtime.spec.name, loaded=False))
-
-    async def _swap(
-        self, evict: tuple[str, ...], runtime: Runtime, variant: str | None, spec: ModelSpec, placed: ModelSpec
-    ) -> None:
-        name = runtime.spec.name
-        for victim in evict:
-            if victim != name:
-                await self._unload(self._models[victim], f"evicted_for={name}")
-        reason = "first_use" if runtime.loaded_at is None else "reload"
-        if variant is not None and variant != runtime.variant:  # other engine options: a new engine for this model
-            await self._replace_backend(runtime, variant, spec, placed, reloading=name in evict)
-            reason = "options"
-        elif runtime.backend.spec != placed:  # another placement (layers, devices): an engine started with it
-            await _close_backend(runtime.backend)
-            runtime.backend = self._factory(placed)
-        began = time.perf_counter_ns()
-        try:
-            await runtime.backend.start()
-        except VlmServeError as exc:
-            self._events.put_nowait(Done(name, loaded=False, error=exc))
-            return
-        except Exception as exc:
-            log.exception("loading %s failed", name)
-            self._events.put_nowait(Done(name, loaded=False, error=EngineError(f"{name}: load failed: {exc}")))
-            return
-        took = time.perf_counter_ns() - began
-        self.config.counters[("load", name, reason)] += 1
-        log.info("loaded %s (reason=%s) in %.2fs", name, reason, took / 1e9)
-        self._events.put_nowait(Done(name, loaded=True, load_ns=took))
-
-
-async def _close_backend(backend: Backend) -> None:
-    """Stop a backend that is being replaced and close its connections; what fails is logged, not raised."""
-    try:
-        await backend.stop()
-    except Exception:
-        log.exception("stopping a replaced engine failed")
-    aclose = getattr(backend, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:
-            log.exception("closing a replaced engine failed")
