@@ -31,8 +31,10 @@ from vlmserve.scheduler.placement import RAM, Layout, Placement
 log = logging.getLogger("vlmserve.scheduler")
 MB = 1024 * 1024
 RUNNER_OVERHEAD = 160 * MB  # a Python runner process with its engine library loaded, before any model
-LLAMACPP_RUNNER = 72 * MB  # measured here: a llama.cpp runner's RSS less its weights and KV cache
-ENGINE_OVERHEAD = {"rapidocr": 220 * MB, "onnx-embed": 120 * MB, "transformers": 600 * MB}
+LLAMACPP_RUNNER = 56 * MB  # measured here (bench/memory_estimates.py): a llama.cpp runner's RSS before any tensor
+TRANSFORMERS_RUNNER = 400 * MB  # measured here: 376 MB for a torch CPU runner with a tiny model
+# ONNX runners: kept generous, they grow with their inputs (an OCR runner's detector on a large page)
+ENGINE_OVERHEAD = {"rapidocr": 220 * MB, "onnx-embed": 120 * MB, "transformers": TRANSFORMERS_RUNNER - RUNNER_OVERHEAD}
 GPU_CONTEXT = {"llamacpp": 384 * MB, "transformers": 512 * MB}  # CUDA context + workspaces, per GPU used
 GPU_HOST = {"llamacpp": 256 * MB, "transformers": 1024 * MB}  # RAM the CUDA runtime adds to a runner
 CACHE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # per K/V element
@@ -192,7 +194,7 @@ def _transformers(spec: ModelSpec, knobs: dict[str, Any]) -> Layout:
         tensors = _safetensors(folder, os.stat(folder).st_mtime_ns)
     except OSError:
         tensors = ()
-    host = RUNNER_OVERHEAD + ENGINE_OVERHEAD["transformers"]
+    host = TRANSFORMERS_RUNNER
     if not tensors:  # .bin weights or an unreadable folder: the files, as before
         return Layout(host + int(path_bytes(folder) * (1 + ACTIVATIONS)), offload=False, **knobs)
     element = _target_bytes(spec, on_gpu=True)
