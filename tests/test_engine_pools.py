@@ -138,7 +138,9 @@ def test_dead_replica_is_cooled_down_then_brought_back_by_the_health_probe() -> 
         with running_server({"embedded_models": False, "models": [model]}) as server:
             client = ollama.Client(host=server.url)
             for i in range(12):
-                reply = client.chat(model="pooled", messages=MESSAGES, stream=i % 2 == 0)
+                # distinct questions: cache-aware routing would send a repeated one back to the same replica
+                messages = [{"role": "user", "content": f"question {i}"}]
+                reply = client.chat(model="pooled", messages=messages, stream=i % 2 == 0)
                 parts = [reply] if isinstance(reply, ollama.ChatResponse) else list(reply)
                 assert "".join(p.message.content or "" for p in parts) == expected_text(5)
             text = httpx.get(server.url + "/metrics").text
@@ -155,8 +157,9 @@ def test_dead_replica_is_cooled_down_then_brought_back_by_the_health_probe() -> 
                     return metric(scrape, "vlmserve_replica_healthy", replica=dead) == 1
 
                 assert wait_until(healthy, 15.0)
-                for _ in range(6):
-                    assert client.chat(model="pooled", messages=MESSAGES, stream=False).message.content
+                for i in range(6):
+                    messages = [{"role": "user", "content": f"after {i}"}]
+                    assert client.chat(model="pooled", messages=messages, stream=False).message.content
                 assert len([r for r in revived.requests if r.path == "/api/chat"]) >= 2
             client.close()  # type: ignore[no-untyped-call]
 
@@ -268,8 +271,9 @@ def test_health_and_admin_view_show_each_replica_without_secrets() -> None:
         keys = [ADMIN_KEY, {"key": INFERENCE_KEY, "id": "pool-infer", "scopes": ["inference"]}]
         with running_server({"embedded_models": False, "models": [model], "api_keys": keys}) as server, \
                 httpx.Client(base_url=server.url, timeout=30) as http:  # fmt: skip
-            for _ in range(4):  # round-robin sends the second one to the dead replica: refused, retried on the live one
-                body = {"model": "pooled", "messages": MESSAGES, "stream": False}
+            for i in range(4):  # round-robin sends the second one to the dead replica: refused, retried on the live one
+                messages = [{"role": "user", "content": f"question {i}"}]  # distinct: no cached prefix to follow
+                body = {"model": "pooled", "messages": messages, "stream": False}
                 answer = http.post("/api/chat", json=body, headers={"Authorization": f"Bearer {INFERENCE_KEY}"})
                 assert answer.status_code == 200 and answer.json()["message"]["content"] == expected_text(5)
 
