@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 import sys
@@ -18,6 +19,7 @@ from vlmserve.scheduler.gguf_file import read_gguf
 from vlmserve.scheduler.layout import LLAMACPP_RUNNER, apply_placement, layout_of
 from vlmserve.scheduler.memory import estimate_bytes
 from vlmserve.scheduler.placement import RAM, Layout, footprint, max_units, placements
+from vlmserve.scheduler.policy import Load, ModelView, Policy, WaiterView, plan
 from vlmserve.service.catalog import embedded_specs
 
 MB = 2**20
@@ -205,3 +207,35 @@ def test_settings_reach_the_scheduler() -> None:
     report = scheduler.gpu_report()
     assert [(g["name"], g["budget_bytes"]) for g in report] == [("S0", 6000 * MB), ("scripted GPU", 6000 * MB)]
     assert Settings.model_validate({"embedded_models": False}).gpu_memory_fraction == 0.9
+
+
+def _gpu_model(name: str, state: str, *, gpu: dict[int, int] | None = None, last_used: float = 0.0,
+               layout: Layout = LAYOUT) -> ModelView:  # fmt: skip
+    held = gpu or {}
+    return ModelView(name, state, 0, 1, 0 if not held else 250 * MB, last_used=last_used, gpu=held, layout=layout)  # type: ignore[arg-type]
+
+
+def test_a_model_larger_than_every_gpu_takes_the_room_there_is() -> None:
+    big = Layout(50 * MB, (100 * MB,) * 30, gpu_context=100 * MB, offload=True)  # 3.1 GB: more than the 2 GB GPU
+    policy = Policy(16 * GB, max_swap_wait=10, gpu_caps={0: 2 * GB})
+    recent = _gpu_model("small", "loaded", gpu={0: 1 * GB}, last_used=95.0)
+    state = {"small": recent, "big": _gpu_model("big", "unloaded", layout=big)}
+    (load,) = plan(state, [WaiterView(1, "big", "c", 99.0)], policy, now=100.0)
+    assert isinstance(load, Load) and load.evict == ()  # the small model in use keeps its GPU
+    assert load.placement is not None and load.placement.memory[0] <= 1 * GB and load.placement.gpu_layers == 9
+    stale = {"small": dataclasses.replace(recent, last_used=50.0), "big": state["big"]}
+    (load,) = plan(stale, [WaiterView(1, "big", "c", 99.0)], policy, now=100.0)
+    assert isinstance(load, Load) and load.evict == ("small",)  # unused for max_swap_wait: it gives way
+    assert load.placement is not None and load.placement.gpu_layers == 19
+
+
+def test_eviction_takes_the_cold_gpu_not_the_hot_one() -> None:
+    policy = Policy(16 * GB, max_swap_wait=10, gpu_caps={0: 2 * GB, 1: 2 * GB})
+    state = {
+        "hot": _gpu_model("hot", "loaded", gpu={0: 1500 * MB}, last_used=99.0),  # GPU 0 has more room left
+        "cold": _gpu_model("cold", "loaded", gpu={1: 1800 * MB}, last_used=10.0),
+        "new": _gpu_model("new", "unloaded"),
+    }
+    (load,) = plan(state, [WaiterView(1, "new", "c", 100.0)], policy, now=100.0)
+    assert isinstance(load, Load) and load.evict == ("cold",) and load.placement is not None
+    assert load.placement.devices == (1,)

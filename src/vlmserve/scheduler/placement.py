@@ -145,12 +145,13 @@ def _counts(n_items: int, shares: Sequence[float]) -> list[int]:
     return counts
 
 
-def max_units(layout: Layout, room: int, devices: Sequence[int], split: Sequence[float] = ()) -> int:
-    """The most units that fit `room` bytes on every device of `devices` (0: not even one block)."""
+def max_units(layout: Layout, room: int | Memory, devices: Sequence[int], split: Sequence[float] = ()) -> int:
+    """The most units that fit `room` (bytes on every device, or per device) on `devices` (0: not one block)."""
+    rooms = room if isinstance(room, Mapping) else dict.fromkeys(devices, room)
     best = 0
     for units in range(1, layout.units + 1):
         need = footprint(layout, units, devices, split)
-        if any(need.get(device, 0) > room for device in devices):
+        if any(need.get(device, 0) > rooms.get(device, 0) for device in devices):
             break
         best = units
     return best
@@ -194,10 +195,14 @@ def _tiers(layout: Layout, caps: Memory, gpus: list[int], configured: list[int])
         yield [_place(layout, 0, ())]
         return
     yield [_place(layout, layout.units, [d]) for d in gpus]
-    if len(gpus) > 1:  # fits no GPU alone: split over all of them by capacity
-        total = sum(caps[d] for d in gpus) or 1
-        yield [_place(layout, layout.units, gpus, tuple(round(caps[d] / total, 4) for d in gpus))]
-    if not layout.whole:
+    usable = [d for d in gpus if caps[d] > layout.gpu_context + layout.compute]  # room for a block after those
+    total = sum(caps[d] for d in usable) or 1
+    shares = tuple(round(caps[d] / total, 4) for d in usable)
+    if len(usable) > 1:  # fits no GPU alone: split over all of them by capacity
+        yield [_place(layout, layout.units, usable, shares)]
+    if not layout.whole:  # the most layers on one GPU, or over all of them; the rest on the CPU
         partial = [_place(layout, max_units(layout, caps[d], [d]), [d]) for d in gpus]
-        yield sorted((p for p in partial if p.gpu_layers > 0), key=lambda p: -p.gpu_layers)
+        if len(usable) > 1:
+            partial.append(_place(layout, max_units(layout, caps, usable, shares), usable, shares))
+        yield sorted((p for p in partial if p.gpu_layers > 0), key=lambda p: (-p.gpu_layers, len(p.devices)))
     yield [_place(layout, 0, ())]

@@ -140,9 +140,13 @@ def _layout_of(model: ModelView, queue: Sequence[WaiterView]) -> Layout:
     return model.layout if model.layout is not None else Layout(model.need_bytes)
 
 
+def _eviction_key(model: ModelView) -> tuple[bool, int, float]:
+    return (model.pinned, model.priority, model.last_used)
+
+
 def eviction_order(models: Iterable[ModelView]) -> list[ModelView]:
     """Who goes first when memory is needed: unpinned before pinned, low priority first, least recently used."""
-    return sorted(models, key=lambda m: (m.pinned, m.priority, m.last_used))
+    return sorted(models, key=_eviction_key)
 
 
 def _room(models: Mapping[str, ModelView], caps: Memory) -> dict[int, int]:
@@ -175,19 +179,47 @@ def victims_for(need: Memory, room: Memory, idle: Iterable[ModelView]) -> list[s
     return None if short else chosen
 
 
+def degraded(layout: Layout, caps: Memory) -> bool:
+    """The model can never run whole on one GPU here (larger than every GPU's capacity): it takes a split, some
+    layers or the CPU, from the room there is, rather than evicting GPU models for a placement that stays
+    degraded anyway (that made two such models take turns on a GPU forever: bench/gpu_packing.py)."""
+    if not layout.offload or layout.forced is not None or not any(d != RAM for d in caps):
+        return False
+    best = placements(layout, caps)
+    return not best or not (best[0].complete and len(best[0].devices) == 1)
+
+
 def _choose(
-    layout: Layout, room: Memory, caps: Memory, idle: Sequence[ModelView]
+    layout: Layout, room: Memory, caps: Memory, idle: Sequence[ModelView], stale: Sequence[ModelView]
 ) -> tuple[Placement, tuple[str, ...]] | None:
-    """The best placement that fits now, else the best that fits after evicting idle models; None: wait."""
-    candidates = placements(layout, caps, room)
+    """The best placement that fits now, else the best that fits after evicting idle models; None: wait.
+
+    A degraded model (see `degraded`) is placed with the room there is now plus what `stale` idle models (not
+    used for max_swap_wait) hold; other idle models are part of the working set and stay."""
+    if degraded(layout, caps):
+        reachable = dict(room)
+        for model in stale:
+            reachable = plus(reachable, model.held)
+        candidates = placements(layout, {d: min(c, reachable.get(d, 0)) for d, c in caps.items()}, room)
+        idle = stale
+    else:
+        candidates = placements(layout, caps, room)
     for candidate in candidates:
         if fits(candidate.memory, room):
             return candidate, ()
-    for candidate in candidates:
+    # evict for the candidate whose most valuable victim is worth least (pinned, priority, then least recently
+    # used): a model that only fits one GPU must not push out the hot model there when another GPU has a cold one
+    by_name = {m.name: m for m in idle}
+    options: list[tuple[tuple[bool, int, float], int, Placement, tuple[str, ...]]] = []
+    for order, candidate in enumerate(candidates):
         victims = victims_for(candidate.memory, room, idle)
         if victims is not None:
-            return candidate, tuple(victims)
-    return None
+            worth = max((_eviction_key(by_name[v]) for v in victims), default=(False, 0, 0.0))
+            options.append((worth, order, candidate, tuple(victims)))
+    if not options:
+        return None
+    best = min(options, key=lambda o: (o[0], o[1]))
+    return best[2], best[3]
 
 
 def plan(models: Mapping[str, ModelView], waiters: Sequence[WaiterView], policy: Policy, now: float) -> list[Action]:
@@ -207,6 +239,11 @@ def plan(models: Mapping[str, ModelView], waiters: Sequence[WaiterView], policy:
     if policy.ordering == "fifo":
         return actions + _plan_fifo(models, waiters, policy, expiring)
     return actions + _plan_swap_aware(models, by_model, policy, now, expiring)
+
+
+def _stale(model: ModelView, policy: Policy, now: float) -> bool:
+    """Loaded, idle and unused for max_swap_wait: not part of the working set any more."""
+    return model.state == "loaded" and model.in_flight == 0 and now - model.last_used >= policy.max_swap_wait
 
 
 def _drainers(target: Memory, room: Memory, models: Mapping[str, ModelView]) -> set[str]:
@@ -239,8 +276,9 @@ def _plan_swap_aware(
     room = _room(models, caps)
     draining: set[str] = set()
     for name in aged:  # an overdue model gets memory: whoever holds it stops taking work, then is swapped out
-        target = placements(_layout_of(models[name], by_model[name]), caps, room)
-        if target:
+        layout = _layout_of(models[name], by_model[name])
+        target = placements(layout, caps, room)
+        if target and not degraded(layout, caps):  # a degraded one takes the room there is: nobody drains
             draining |= _drainers(target[0].memory, room, models)
     busy: set[str] = set()  # models that got work in this plan: never evicted by it
     for name, queue in by_model.items():
@@ -274,7 +312,8 @@ def _plan_swap_aware(
             and m.name not in reserved
             and (name in aged or m.name not in by_model)
         ]
-        choice = _choose(_layout_of(model, by_model[name]), room, caps, idle)
+        stale = [m for m in idle if _stale(m, policy, now)]
+        choice = _choose(_layout_of(model, by_model[name]), room, caps, idle, stale)
         if choice is not None:
             placement, evict = choice
             actions.append(Load(name, evict, _variant_of(by_model[name]), placement))
@@ -314,7 +353,7 @@ def _plan_fifo(
                 for m in models.values()
                 if m.state == "loaded" and m.in_flight == 0 and _holds_any(m) and m.name not in expiring | admitted
             ]
-            choice = _choose(layout, room, caps, idle)
+            choice = _choose(layout, room, caps, idle, idle)
             if choice is not None:
                 actions.append(Load(model.name, choice[1], waiter.variant, choice[0]))
         break  # head of the line blocks everyone behind it
