@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 from conftest import text_image
-from server_process import ServerProcess
+from server_process import ServerProcess, running_server
 
 
 def vlmserve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -30,8 +31,13 @@ def test_ask_streams_the_models_answer(server: ServerProcess) -> None:
             model="smollm2", max_tokens=24, messages=[{"role": "user", "content": question}]
         )
     # smollm2 is greedy by default, so the streamed answer must be exactly the non-streamed one
-    assert done.stdout.strip() == (direct.choices[0].message.content or "").strip() != ""
-    assert "smollm2" in done.stderr and "tokens in" in done.stderr and "first token after" in done.stderr
+    assert done.stdout.strip() == (direct.choices[0].message.content or "").strip()
+    assert done.stdout.strip() != ""
+    timings = done.stderr.strip().split(" · ")
+    assert timings[0] == "smollm2"
+    assert re.fullmatch(r"\d+ tokens in \d+\.\d\d s", timings[1]), timings
+    assert re.fullmatch(r"first token after \d+\.\d\d s", timings[2]), timings
+    assert re.fullmatch(r"\d+\.\d tokens/s", timings[3]), timings  # llama.cpp streams token by token
 
 
 def test_ask_reads_an_image_file_with_ocr(server: ServerProcess, tmp_path: Path) -> None:
@@ -40,7 +46,13 @@ def test_ask_reads_an_image_file_with_ocr(server: ServerProcess, tmp_path: Path)
     done = vlmserve("ask", "-m", "rapidocr", "--image", str(picture), "read the label",
                     env={"OLLAMA_HOST": server.url.removeprefix("http://")})  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert "8812" in done.stdout and "MANGO" in done.stdout.upper()
+    assert "8812" in done.stdout
+    assert "MANGO" in done.stdout.upper()
+    # OCR answers in one piece: no tokens/s to report (it printed "84204.1 tokens/s" from one chunk)
+    timings = done.stderr.strip().split(" · ")
+    assert timings[0] == "rapidocr"
+    assert len(timings) == 3, timings
+    assert timings[2].startswith("first token after "), timings
 
 
 def test_ask_json_and_prompt_from_stdin(server: ServerProcess) -> None:
@@ -54,14 +66,17 @@ def test_ask_json_and_prompt_from_stdin(server: ServerProcess) -> None:
     )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
-    assert answer["object"] == "chat.completion" and answer["model"] == "smollm2"
+    assert answer["object"] == "chat.completion"
+    assert answer["model"] == "smollm2"
     assert answer["usage"]["completion_tokens"] >= 1
 
 
 def test_ask_unknown_model_is_the_servers_error(server: ServerProcess) -> None:
     done = vlmserve("ask", "--host", server.url, "-m", "no-such-model", "hello")
     assert done.returncode == 1
-    assert "server answered 404" in done.stderr and "no-such-model" in done.stderr and done.stdout == ""
+    assert "server answered 404" in done.stderr
+    assert "no-such-model" in done.stderr
+    assert done.stdout == ""
 
 
 def test_models_lists_the_catalog_and_what_is_loaded(server: ServerProcess) -> None:
@@ -73,9 +88,33 @@ def test_models_lists_the_catalog_and_what_is_loaded(server: ServerProcess) -> N
     assert warm.status_code == 200  # fmt: skip
     table = vlmserve("models", "--host", server.url)
     assert table.returncode == 0, table.stderr
-    assert "smollm2" in table.stdout and "rapidocr" in table.stdout and "llamacpp" in table.stdout
+    assert "smollm2" in table.stdout
+    assert "rapidocr" in table.stdout
+    assert "llamacpp" in table.stdout
     listed = vlmserve("models", "--host", server.url, "--json")
     rows = {row["name"]: row for row in json.loads(listed.stdout)["models"]}
-    assert rows["smollm2"]["engine"] == "llamacpp" and "completion" in rows["smollm2"]["capabilities"]
-    assert rows["smollm2"]["state"] == "loaded" and rows["smollm2"]["memory_bytes"] > 0
+    assert rows["smollm2"]["engine"] == "llamacpp"
+    assert "completion" in rows["smollm2"]["capabilities"]
+    assert rows["smollm2"]["state"] == "loaded"
+    assert rows["smollm2"]["memory_bytes"] > 0
     assert rows["all-minilm"]["capabilities"] == ["embedding"]
+
+
+def test_models_with_a_non_admin_key_shows_what_is_loaded() -> None:
+    """Without the admin scope `models` reads /api/ps, whose names carry Ollama's tag (`smollm2:latest`)."""
+    key = "sk-cli-inference-only"
+    config = {"api_keys": [{"key": key, "id": "cli-infer", "scopes": ["inference"]}]}
+    with running_server(config) as keyed:
+        headers = {"authorization": f"Bearer {key}"}
+        assert httpx.get(keyed.url + "/admin/models", headers=headers).status_code == 403  # so /api/ps is read
+        hello = {"model": "smollm2", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+        warm = httpx.post(keyed.url + "/v1/chat/completions", headers=headers, timeout=120, json=hello)
+        assert warm.status_code == 200, warm.text
+        listed = vlmserve("models", "--host", keyed.url, "--api-key", key, "--json")
+        table = vlmserve("models", "--host", keyed.url, "--api-key", key)
+    assert listed.returncode == 0, listed.stderr
+    states = {row["name"]: row["state"] for row in json.loads(listed.stdout)["models"]}
+    assert states == {"smollm2": "loaded", "rapidocr": "unloaded", "smollm2-ocr": "unloaded",
+                      "all-minilm": "unloaded"}  # fmt: skip
+    row = next(line.split() for line in table.stdout.splitlines() if line.startswith("smollm2 "))
+    assert row[3] == "yes", table.stdout

@@ -60,17 +60,25 @@ def chat_body(prompt: str, images: list[str], model: str | None, system: str | N
 class Timings:
     started: float = field(default_factory=time.perf_counter)
     first_token: float | None = None
+    last_token: float | None = None
+    text_chunks: int = 0
     model: str = ""
     usage: dict[str, Any] = field(default_factory=dict)
+
+    def saw_text(self) -> None:
+        self.last_token = time.perf_counter()
+        self.first_token = self.first_token or self.last_token
+        self.text_chunks += 1
 
     def line(self) -> str:
         elapsed = time.perf_counter() - self.started
         tokens = int(self.usage.get("completion_tokens") or 0)
         parts = [self.model or "?", f"{tokens} tokens in {elapsed:.2f} s"]
-        if self.first_token is not None:
-            generating = elapsed - (self.first_token - self.started)
+        if self.first_token is not None and self.last_token is not None:
             parts.append(f"first token after {self.first_token - self.started:.2f} s")
-            if tokens > 1 and generating > 0:
+            # A rate only from text that arrived over time: a pipeline that answers in one piece (OCR) has none
+            generating = self.last_token - self.first_token
+            if self.text_chunks > 1 and tokens > 1 and generating > 0:
                 parts.append(f"{(tokens - 1) / generating:.1f} tokens/s")
         return " · ".join(parts)
 
@@ -100,7 +108,7 @@ async def _stream(http: aiohttp.ClientSession, url: str, body: dict[str, Any]) -
             for choice in event.get("choices") or []:
                 text = (choice.get("delta") or {}).get("content")
                 if text:
-                    timings.first_token = timings.first_token or time.perf_counter()
+                    timings.saw_text()
                     sys.stdout.write(text)
                     sys.stdout.flush()
     sys.stdout.write("\n")

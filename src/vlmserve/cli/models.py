@@ -33,7 +33,12 @@ async def _runtime(http: aiohttp.ClientSession, base: str) -> dict[str, dict[str
             return {m["name"]: {"state": m["state"], "memory_bytes": (m.get("memory") or {}).get("measured_bytes")
                                 or (m.get("memory") or {}).get("estimated_bytes")} for m in body["models"]}  # fmt: skip
     ps = await request_json(http, "GET", f"{base}/api/ps")
-    return {m["name"]: {"state": "loaded", "memory_bytes": m.get("size")} for m in ps["models"]}
+    # Ollama names carry a tag (`smollm2:latest`) where /v1/models has the bare name (`smollm2`)
+    return {
+        name: {"state": "loaded", "memory_bytes": m.get("size")}
+        for m in ps["models"]
+        for name in {m["name"], m["name"].removesuffix(":latest")}
+    }
 
 
 async def fetch(base: str, api_key: str | None) -> list[dict[str, Any]]:
