@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, NoReturn
 
+import fake_agentic
 import orjson
 
 Body = dict[str, Any]
@@ -318,6 +319,8 @@ class FakeUpstream:
         model, prompt_tokens = str(body.get("model", "fake")), _words(body.get("messages") or body.get("prompt"))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
         base: Body = {"id": "chatcmpl-fake" if chat else "cmpl-fake", "created": int(time.time()), "model": model}
+        if chat and fake_agentic.applies(body):
+            return self._openai_agentic(body, base, n, usage)
         if not body.get("stream"):
             text = expected_text(n)
             answer = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
@@ -349,6 +352,26 @@ class FakeUpstream:
 
         return self._stream(events, "text/event-stream")
 
+    def _openai_agentic(self, body: Body, base: Body, n: int, usage: Body) -> _Answer:
+        texts = [token_text(i) for i in range(n)]
+        if not body.get("stream"):
+            answer, reason = fake_agentic.openai_answer(body, texts)
+            choice = {"index": 0, "finish_reason": reason, **answer}
+            return _Answer(
+                body=orjson.dumps({**base, "object": "chat.completion", "choices": [choice], "usage": usage})
+            )
+        choices, reason = fake_agentic.openai_deltas(body, texts)
+        choices.append({"index": 0, "delta": {}, "finish_reason": reason})
+        events = [{**base, "object": "chat.completion.chunk", "choices": [c]} for c in choices]
+        events.append({**base, "object": "chat.completion.chunk", "choices": [], "usage": usage})
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for event in events:
+                yield b"data: " + orjson.dumps(event) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return self._stream(pieces, "text/event-stream")
+
     def _openai_embed(self, body: Body) -> _Answer:
         inputs, vectors = self._embed(body)
         data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
@@ -379,6 +402,17 @@ class FakeUpstream:
                 )
             return out
 
+        if fake_agentic.applies(body):
+            extra = fake_agentic.ollama_messages(body, [token_text(i) for i in range(n)], key)
+            lines = [{**line("", False), **e} for e in extra] + [line("", True)]
+            if body.get("stream") is False:  # one object: the parts put together, as Ollama does
+                return _Answer(body=orjson.dumps(fake_agentic.ollama_merged(lines, key)))
+
+            async def agentic() -> AsyncIterator[bytes]:
+                for item in lines:
+                    yield orjson.dumps(item) + b"\n"
+
+            return self._stream(agentic, "application/x-ndjson")
         if body.get("stream") is False:
             return _Answer(body=orjson.dumps(line(expected_text(n), True)))
 

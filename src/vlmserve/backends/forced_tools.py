@@ -1,4 +1,5 @@
-"""A forced tool call (`tool_choice` "required" or a named function) on llama.cpp, made certain by a grammar.
+"""A forced tool call (`tool_choice` "required" or a named function) made certain by a grammar (llama.cpp) or
+a JSON-schema `format` (Ollama, which has no tool_choice).
 
 llama.cpp's own parser lets a model write prose before the call even when one is required, and a small model
 (SmolLM2) then never calls. So a forced call is asked as JSON constrained by a schema, `{"name": <one of the
@@ -37,6 +38,7 @@ def call_schema(tools: Tools) -> dict[str, Any]:
 
 
 def forced_body(body: dict[str, Any], tools: Tools) -> dict[str, Any]:
+    """llama.cpp (OpenAI form): the tools stay in the prompt, the answer follows the call's schema."""
     out = {**body, "tool_choice": "none", "json_schema": call_schema(tools)}
     out.pop("response_format", None)  # the call is the answer
     out.pop("parallel_tool_calls", None)
@@ -81,7 +83,14 @@ class _Reader:
 async def as_tool_call(chunks: AsyncIterator[ChatChunk], engine: str) -> AsyncIterator[ChatChunk]:
     """The engine's JSON answer as one tool call; finish_reason "tool_calls" (or "length" when cut short)."""
     reader = _Reader()
+    native = False  # an engine that parsed the call itself (Ollama, for models whose call format is JSON)
     async for chunk in chunks:
+        native = native or bool(chunk.tool_calls)
+        if native:
+            if chunk.finish_reason not in (None, "length"):
+                chunk.finish_reason = "tool_calls"
+            yield chunk
+            continue
         deltas = reader.feed(chunk.text) if chunk.text else []
         if chunk.finish_reason is None:
             if deltas or chunk.logprobs:

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from vlmserve.backends import forced_tools
 from vlmserve.backends.http_client import EngineHTTP
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
@@ -22,9 +23,13 @@ from vlmserve.domain.types import (
     Message,
     ResponseFormat,
     SamplingParams,
+    TokenLogprob,
+    ToolCallDelta,
     Usage,
 )
 from vlmserve.errors import EngineError
+from vlmserve.wire import openai_codec as codec
+from vlmserve.wire.openai_answers import new_call_id
 
 
 def _options(sampling: SamplingParams) -> dict[str, Any]:
@@ -57,7 +62,65 @@ def _message(message: Message) -> dict[str, Any]:
     images = [p for p in message.parts if isinstance(p, ImagePart)]
     if images:
         out["images"] = [base64.b64encode(p.data).decode("ascii") for p in images]
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"function": {"index": i, "name": c.name, "arguments": _arguments_object(c.arguments)}}
+            for i, c in enumerate(message.tool_calls)
+        ]
+    if message.role == "tool" and message.name:
+        out["tool_name"] = message.name
+    if message.thinking:
+        out["thinking"] = message.thinking
     return out
+
+
+def _arguments_object(text: str) -> Any:
+    try:
+        return orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return {"value": text}
+
+
+def _agentic(body: dict[str, Any], request: ChatRequest) -> tuple[dict[str, Any], bool]:
+    """Tools, think and logprobs in Ollama's form; True when a call is forced (Ollama has no tool_choice: the
+    answer is constrained by a `format` schema of the call instead, and read back as the call)."""
+    tools = request.tools
+    forced = tools is not None and tools.forced
+    if tools is not None and tools.choice != "none":  # "none": the model is not shown the tools
+        body["tools"] = [codec.tool_to_wire(t) for t in tools.specs]
+    if forced and tools is not None:
+        body["format"] = forced_tools.call_schema(tools)
+    if request.think is not None:
+        body["think"] = request.think
+    if request.logprobs is not None:
+        body["logprobs"] = True
+        body["top_logprobs"] = request.logprobs
+    return body, forced
+
+
+def _tool_deltas(raw: Any, start: int) -> list[ToolCallDelta]:
+    deltas = []
+    for i, call in enumerate(raw if isinstance(raw, list) else []):
+        function = call.get("function") or {}
+        arguments = function.get("arguments")
+        text = arguments if isinstance(arguments, str) else orjson.dumps(arguments or {}).decode()
+        call_id = call.get("id") or new_call_id()
+        deltas.append(ToolCallDelta(index=start + i, id=call_id, name=str(function.get("name", "")), arguments=text))
+    return deltas
+
+
+def _logprobs(raw: Any) -> list[TokenLogprob] | None:
+    if not isinstance(raw, list):
+        return None
+    return [
+        TokenLogprob(
+            str(item.get("token", "")),
+            float(item.get("logprob") or 0.0),
+            tuple((str(t.get("token", "")), float(t.get("logprob") or 0.0)) for t in item.get("top_logprobs") or []),
+        )
+        for item in raw
+        if isinstance(item, dict)
+    ]
 
 
 def _keep_alive(seconds: float | None) -> Any:
@@ -101,16 +164,24 @@ class OllamaBackend:
             "stream": True,
             "options": _options(request.sampling),
         }
-        return self._stream("/api/chat", self._with_extras(body, request.response_format, request.keep_alive))
+        body = self._with_extras(body, request.response_format, request.keep_alive)
+        body, forced = _agentic(body, request)
+        chunks = self._stream("/api/chat", body)
+        return forced_tools.as_tool_call(chunks, self.spec.name) if forced else chunks
 
     def complete(self, request: CompletionRequest) -> AsyncIterator[ChatChunk]:
         body: dict[str, Any] = {
             "model": self._remote_model,
             "prompt": request.prompt,
-            "raw": True,
+            "raw": request.suffix is None,  # with a suffix, the model's template puts the fill-in-the-middle together
             "stream": True,
             "options": _options(request.sampling),
         }
+        if request.suffix is not None:
+            body["suffix"] = request.suffix
+        if request.logprobs is not None:
+            body["logprobs"] = True
+            body["top_logprobs"] = request.logprobs
         return self._stream("/api/generate", self._with_extras(body, ResponseFormat(), request.keep_alive))
 
     @staticmethod
@@ -133,6 +204,7 @@ class OllamaBackend:
 
     async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[ChatChunk]:
         final: ChatChunk | None = None
+        calls = 0  # tool calls seen so far: each one's index
         async for line in self._http.stream_lines(f"{self._root}{path}", body):
             if final is not None:
                 continue  # read to the end so the connection returns to the keep-alive pool
@@ -142,11 +214,19 @@ class OllamaBackend:
                 raise EngineError(f"{self.spec.name}: Ollama sent malformed stream data") from exc
             if "error" in event:
                 raise EngineError(f"{self.spec.name}: {event['error']}")
-            text = (event.get("message") or {}).get("content") or event.get("response") or ""
-            if text:
-                yield ChatChunk(text=text)
+            message = event.get("message") or {}
+            text = message.get("content") or event.get("response") or ""
+            thinking = message.get("thinking") or event.get("thinking") or ""
+            tool_calls = _tool_deltas(message.get("tool_calls"), calls)
+            calls += len(tool_calls)
+            piece = ChatChunk(
+                text=text, reasoning=thinking, tool_calls=tool_calls, logprobs=_logprobs(event.get("logprobs"))
+            )
+            if piece.has_output or piece.logprobs:
+                yield piece
             if event.get("done"):
                 reason: FinishReason = "length" if event.get("done_reason") == "length" else "stop"
+                reason = "tool_calls" if calls and reason == "stop" else reason
                 usage = Usage(int(event.get("prompt_eval_count", 0)), int(event.get("eval_count", 0)))
                 final = ChatChunk(finish_reason=reason, usage=usage)
         if final is None:

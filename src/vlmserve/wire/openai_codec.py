@@ -171,10 +171,19 @@ def _logprobs(req: p.ChatCompletionRequest) -> int | None:
     return (req.top_logprobs or 0) if req.logprobs else None
 
 
+def _name_tool_results(messages: list[Message]) -> list[Message]:
+    """A tool message names its function too (Ollama engines take `tool_name`, not the call id)."""
+    names = {c.id: c.name for m in messages for c in m.tool_calls}
+    for message in messages:
+        if message.role == "tool" and message.name is None and message.tool_call_id in names:
+            message.name = names[message.tool_call_id]
+    return messages
+
+
 def chat_from_wire(req: p.ChatCompletionRequest) -> ChatRequest:
     return ChatRequest(
         model=req.model,
-        messages=[_message(i, m) for i, m in enumerate(req.messages)],
+        messages=_name_tool_results([_message(i, m) for i, m in enumerate(req.messages)]),
         sampling=_sampling(req, req.max_completion_tokens or req.max_tokens),
         response_format=_response_format(req.response_format),
         stream=req.stream,

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from vlmserve.api.ollama import agentic
 from vlmserve.api.ollama import protocol as p
 from vlmserve.api.wire import engine_seed
 from vlmserve.domain.duration import keep_alive_seconds
@@ -86,7 +87,10 @@ def chat_to_domain(req: p.ChatRequest) -> ChatRequest:
     messages = []
     for i, m in enumerate(req.messages):
         parts: list[Part] = [TextPart(m.content), *_images(m.images, f"messages[{i}].images")]
-        messages.append(Message(role=m.role, parts=parts))
+        name = (m.tool_name or m.name) if m.role == "tool" else None
+        calls = agentic.calls_in(i, m)
+        messages.append(Message(role=m.role, parts=parts, tool_calls=calls, name=name, thinking=m.thinking))
+    agentic.link_tool_results(messages)
     return ChatRequest(
         model=req.model,
         messages=messages,
@@ -95,14 +99,17 @@ def chat_to_domain(req: p.ChatRequest) -> ChatRequest:
         stream=req.stream,
         keep_alive=keep_alive_seconds(req.keep_alive),
         engine_options=engine_options(req.options),
+        tools=agentic.tools(req.tools),
+        think=agentic.think(req.think),
+        logprobs=agentic.logprobs(req.logprobs, req.top_logprobs),
     )
 
 
 def generate_to_domain(req: p.GenerateRequest) -> ChatRequest | CompletionRequest:
     keep_alive = keep_alive_seconds(req.keep_alive)
-    if req.raw:
+    if req.raw or req.suffix:  # fill-in-the-middle is a completion around the suffix (engines that take it)
         if req.images:
-            raise BadRequest("raw mode does not take images", param="images")
+            raise BadRequest("raw mode and suffix do not take images", param="images")
         return CompletionRequest(
             model=req.model,
             prompt=req.prompt,
@@ -110,6 +117,8 @@ def generate_to_domain(req: p.GenerateRequest) -> ChatRequest | CompletionReques
             stream=req.stream,
             keep_alive=keep_alive,
             engine_options=engine_options(req.options),
+            logprobs=agentic.logprobs(req.logprobs, req.top_logprobs),
+            suffix=req.suffix or None,
         )
     messages = []
     if req.system:
@@ -123,6 +132,8 @@ def generate_to_domain(req: p.GenerateRequest) -> ChatRequest | CompletionReques
         stream=req.stream,
         keep_alive=keep_alive,
         engine_options=engine_options(req.options),
+        think=agentic.think(req.think),
+        logprobs=agentic.logprobs(req.logprobs, req.top_logprobs),
     )
 
 

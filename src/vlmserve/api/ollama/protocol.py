@@ -11,6 +11,7 @@ from vlmserve.api.wire import (
     MAX_GPU_LAYERS,
     MAX_THREADS,
     MAX_TOKENS,
+    MAX_TOP_LOGPROBS,
     Bool,
     Dimensions,
     KeepAlive,
@@ -39,10 +40,39 @@ class Options(_Lenient):
     num_gpu: int | None = Field(default=None, ge=-1, le=MAX_GPU_LAYERS)
 
 
+class ToolFunctionCall(_Lenient):
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] | str = Field(default_factory=dict)  # an object, as Ollama sends it
+    index: int | None = Field(default=None, ge=0, le=1024)
+
+
+class ToolCall(_Lenient):
+    id: str | None = None
+    function: ToolFunctionCall
+
+
 class ChatMessage(_Lenient):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
     images: list[str] | None = None
+    thinking: str | None = None  # an assistant's reasoning, in the history
+    tool_calls: list[ToolCall] | None = None  # assistant
+    tool_name: str | None = None  # tool: the function whose result this is
+    name: str | None = None  # older clients' tool_name
+
+
+class ToolFunction(_Lenient):
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Lenient):
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
+Think = Bool | Literal["low", "medium", "high"] | None
 
 
 class ChatRequest(_Lenient):
@@ -52,6 +82,10 @@ class ChatRequest(_Lenient):
     format: Literal["", "json"] | dict[str, Any] | None = None
     options: Options | None = None
     keep_alive: KeepAlive = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    think: Think = None
+    logprobs: Bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class GenerateRequest(_Lenient):
@@ -65,6 +99,9 @@ class GenerateRequest(_Lenient):
     format: Literal["", "json"] | dict[str, Any] | None = None
     options: Options | None = None
     keep_alive: KeepAlive = None
+    think: Think = None
+    logprobs: Bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
 
 
 class EmbedRequest(_Lenient):

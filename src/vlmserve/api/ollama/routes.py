@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
-from vlmserve.api.ollama import adapter
+from vlmserve.api.ollama import adapter, agentic
 from vlmserve.api.ollama import protocol as p
 from vlmserve.api.ollama.errors import error_message
 from vlmserve.api.state import AppState, JSONBytes, client_of, fallback_headers, state_of
@@ -19,7 +19,7 @@ from vlmserve.api.wire import JsonRoute
 from vlmserve.context import check_model_visible, model_visible
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.domain.types import Capability, ChatRequest, Usage
+from vlmserve.domain.types import Capability, ChatRequest, ToolCall, ToolCallAssembler, Usage
 from vlmserve.errors import VlmServeError
 from vlmserve.service.chat import ChatStream
 
@@ -27,22 +27,43 @@ router = APIRouter(prefix="/api", tags=["ollama"], route_class=JsonRoute)
 NDJSON = "application/x-ndjson"
 
 
-def _body(model: str, key: str, text: str) -> dict[str, Any]:
+def _body(model: str, key: str, text: str, thinking: str = "", calls: list[ToolCall] | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": model, "created_at": adapter.now_iso()}
     if key == "message":
-        return {"model": model, "created_at": adapter.now_iso(), "message": {"role": "assistant", "content": text}}
-    return {"model": model, "created_at": adapter.now_iso(), "response": text}
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if thinking:
+            message["thinking"] = thinking
+        if calls:
+            message["tool_calls"] = agentic.calls_out(calls)
+        out["message"] = message
+    else:
+        out["response"] = text
+        if thinking:
+            out["thinking"] = thinking
+    return out
+
+
+def _done_reason(finish: str) -> str:
+    return "stop" if finish == "tool_calls" else finish  # Ollama says "stop" after tool calls
 
 
 async def _ndjson(stream: ChatStream, model: str, key: str) -> AsyncIterator[bytes]:
+    calls = ToolCallAssembler()
     try:
         async for chunk in stream.chunks:
-            if chunk.text:
-                yield orjson.dumps({**_body(model, key, chunk.text), "done": False}) + b"\n"
+            calls.add(chunk.tool_calls)
+            if chunk.text or chunk.reasoning or chunk.logprobs:
+                line = {**_body(model, key, chunk.text, chunk.reasoning), "done": False}
+                if chunk.logprobs:
+                    line["logprobs"] = agentic.logprobs_out(chunk.logprobs)
+                yield orjson.dumps(line) + b"\n"
             if chunk.finish_reason is not None:
+                if calls.indexes:  # as current Ollama: the whole calls in one line, arguments as objects
+                    yield orjson.dumps({**_body(model, key, "", calls=calls.calls()), "done": False}) + b"\n"
                 final = {
                     **_body(model, key, ""),
                     "done": True,
-                    "done_reason": chunk.finish_reason,
+                    "done_reason": _done_reason(chunk.finish_reason),
                     **adapter.final_stats(stream.timings, chunk.usage or Usage()),
                 }
                 yield orjson.dumps(final) + b"\n"
@@ -56,15 +77,15 @@ async def _answer(state: AppState, stream: ChatStream, request_model: str, key: 
     if streaming:
         return StreamingResponse(_ndjson(stream, request_model, key), media_type=NDJSON, headers=headers)
     result = await state.chat.collect(stream)
-    return JSONBytes(
-        {
-            **_body(request_model, key, result.text),
-            "done": True,
-            "done_reason": result.finish_reason,
-            **adapter.final_stats(result.timings, result.usage),
-        },
-        headers=headers,
-    )
+    body = {
+        **_body(request_model, key, result.text, result.reasoning, result.tool_calls),
+        "done": True,
+        "done_reason": _done_reason(result.finish_reason),
+        **adapter.final_stats(result.timings, result.usage),
+    }
+    if result.logprobs is not None:
+        body["logprobs"] = agentic.logprobs_out(result.logprobs)
+    return JSONBytes(body, headers=headers)
 
 
 @router.post("/chat")
