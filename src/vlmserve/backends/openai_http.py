@@ -14,10 +14,25 @@ import orjson
 from vlmserve.backends import forced_tools
 from vlmserve.backends.http_client import EngineHTTP
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult, Usage
+from vlmserve.domain.types import (
+    ChatChunk,
+    ChatRequest,
+    CompletionRequest,
+    EmbedRequest,
+    EmbedResult,
+    TokenLogprob,
+    Usage,
+)
 from vlmserve.errors import EngineError
 from vlmserve.wire import openai_codec as codec
 from vlmserve.wire.openai_answers import choice_to_chunk, usage_from_wire
+
+
+async def _without_rivals(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
+    async for chunk in chunks:
+        if chunk.logprobs:
+            chunk.logprobs = [TokenLogprob(item.token, item.logprob) for item in chunk.logprobs]
+        yield chunk
 
 
 class OpenAICompatibleBackend:
@@ -61,17 +76,29 @@ class OpenAICompatibleBackend:
         forced = self.spec.engine == "llamacpp" and request.tools is not None and request.tools.forced
         if forced and request.tools is not None:
             body = forced_tools.forced_body(body, request.tools)
+        bare = self._bare_logprobs(body, request.logprobs, "top_logprobs")
         if request.stream:
             chunks = self._stream("/chat/completions", body, chat=True)
         else:
             chunks = self._once("/chat/completions", body, chat=True)
+        chunks = _without_rivals(chunks) if bare else chunks
         return forced_tools.as_tool_call(chunks, self.spec.name) if forced else chunks
+
+    def _bare_logprobs(self, body: dict[str, Any], logprobs: int | None, key: str) -> bool:
+        """llama.cpp gives no logprobs at all when asked for 0 rivals: ask for 1, and drop it on the way back."""
+        if self.spec.engine != "llamacpp" or logprobs != 0:
+            return False
+        body[key] = 1
+        return True
 
     def complete(self, request: CompletionRequest) -> AsyncIterator[ChatChunk]:
         body = codec.completion_body(request, self._remote_model)
+        bare = self._bare_logprobs(body, request.logprobs, "logprobs")
         if request.stream:
-            return self._stream("/completions", body, chat=False)
-        return self._once("/completions", body, chat=False)
+            chunks = self._stream("/completions", body, chat=False)
+        else:
+            chunks = self._once("/completions", body, chat=False)
+        return _without_rivals(chunks) if bare else chunks
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         body: dict[str, Any] = {"model": self._remote_model, "input": request.inputs}
