@@ -13,6 +13,7 @@ from starlette.responses import Response
 from vlmserve.api.state import AppState, JSONBytes, state_of
 from vlmserve.api.wire import JsonRoute
 from vlmserve.backends.pool import PoolBackend
+from vlmserve.domain.spec import ModelSpec
 from vlmserve.scheduler.memory import MB, machine_memory_bytes
 from vlmserve.scheduler.state import Runtime
 
@@ -85,19 +86,36 @@ async def memory(request: Request) -> Response:
     return JSONBytes({"devices": devices, "gpus": gpus})
 
 
+def _parts(state: AppState, spec: ModelSpec) -> list[ModelSpec]:
+    """The models a pipeline runs on (it has no engine of its own to load), in order; else just the model."""
+    names = [p for p in (spec.ocr_model, spec.chat_model) if p]
+    return [state.catalog.get(n) for n in names] if names else [spec]
+
+
 @router.post("/models/{name:path}/load")
 async def load(name: str, request: Request) -> Response:
     state = state_of(request)
     spec = state.catalog.get(name)
-    load_ns = await state.scheduler.load(spec)
-    return JSONBytes({"model": spec.name, "loaded": True, "load_seconds": round(load_ns / 1e9, 3)})
+    parts = _parts(state, spec)
+    load_ns = 0
+    for part in parts:  # one after the other: each is planned against the budget with the previous one loaded
+        load_ns += await state.scheduler.load(part)
+    answer: dict[str, Any] = {"model": spec.name, "loaded": True, "load_seconds": round(load_ns / 1e9, 3)}
+    if parts != [spec]:
+        answer["parts"] = [part.name for part in parts]
+    return JSONBytes(answer)
 
 
 @router.post("/models/{name:path}/unload")
 async def unload(name: str, request: Request) -> Response:
     state = state_of(request)
     spec = state.catalog.get(name)
-    return JSONBytes({"model": spec.name, "unloaded": await state.scheduler.unload(spec.name, "admin")})
+    parts = _parts(state, spec)
+    results = await asyncio.gather(*(state.scheduler.unload(part.name, "admin") for part in parts))
+    answer: dict[str, Any] = {"model": spec.name, "unloaded": all(results)}
+    if parts != [spec]:
+        answer["parts"] = [part.name for part in parts]
+    return JSONBytes(answer)
 
 
 @router.post("/unload-all")
