@@ -46,6 +46,8 @@ def gateway(fakes: dict[str, FakeUpstream]) -> Iterator[ServerProcess]:
         {"name": "oa-think", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["completion", "thinking"]},
         {"name": "oa-plain", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["completion"]},
         {"name": "ol-plain", "engine": "ollama", "url": ol, "capabilities": ["completion"]},
+        {"name": "oa-embed", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["embedding"]},
+        {"name": "ol-embed", "engine": "ollama", "url": ol, "capabilities": ["embedding"]},
     ]
     with running_server({"embedded_models": False, "models": models}) as server:
         yield server
@@ -228,3 +230,17 @@ def test_capability_gated_fields_are_400(
             oll.chat(model="ol-plain", messages=ASK, **kwargs)
         assert oerr.value.status_code == 400 and f"does not support {name}" in oerr.value.error
     assert not any(r.path in ("/v1/chat/completions", "/api/chat") for f in fakes.values() for r in f.requests)
+
+
+def test_token_id_embeddings_pass_through(oai: openai.OpenAI, fakes: dict[str, FakeUpstream]) -> None:
+    data = oai.embeddings.create(model="oa-embed", input=[[1, 2, 3], [4, 5]]).data
+    assert len(data) == 2
+    assert fakes["oa"].last_body("/v1/embeddings")["input"] == [[1, 2, 3], [4, 5]]
+    with pytest.raises(openai.BadRequestError) as err:  # Ollama takes no token ids
+        oai.embeddings.create(model="ol-embed", input=[[1, 2, 3]])
+    assert "token ids" in str(err.value.body)
+
+
+def test_ollama_phases_come_from_the_upstream(oll: ollama.Client) -> None:
+    reply = oll.chat(model="ol-chat", messages=ASK, stream=False)
+    assert (reply.prompt_eval_duration, reply.eval_duration) == (10**5, 9 * 10**5)  # the fake's own figures

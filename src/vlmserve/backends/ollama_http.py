@@ -228,7 +228,8 @@ class OllamaBackend:
                 reason: FinishReason = "length" if event.get("done_reason") == "length" else "stop"
                 reason = "tool_calls" if calls and reason == "stop" else reason
                 usage = Usage(int(event.get("prompt_eval_count", 0)), int(event.get("eval_count", 0)))
-                final = ChatChunk(finish_reason=reason, usage=usage)
+                phases = (int(event.get("prompt_eval_duration") or 0), int(event.get("eval_duration") or 0))
+                final = ChatChunk(finish_reason=reason, usage=usage, engine_timings=phases if phases[1] else None)
         if final is None:
             raise EngineError(f"{self.spec.name}: Ollama stream ended before done")
         yield final

@@ -25,7 +25,7 @@ from vlmserve.domain.types import (
 )
 from vlmserve.errors import EngineError
 from vlmserve.wire import openai_codec as codec
-from vlmserve.wire.openai_answers import choice_to_chunk, usage_from_wire
+from vlmserve.wire.openai_answers import choice_to_chunk, timings_from_wire, usage_from_wire
 
 
 async def _without_rivals(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
@@ -101,7 +101,8 @@ class OpenAICompatibleBackend:
         return _without_rivals(chunks) if bare else chunks
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
-        body: dict[str, Any] = {"model": self._remote_model, "input": request.inputs}
+        inputs: list[str] | list[list[int]] = request.inputs if request.token_ids is None else request.token_ids
+        body: dict[str, Any] = {"model": self._remote_model, "input": inputs}
         if request.dimensions is not None:
             body["dimensions"] = request.dimensions
         data = await self._http.post_json(f"{self._v1}/embeddings", body)
@@ -125,10 +126,12 @@ class OpenAICompatibleBackend:
         answer.finish_reason = None
         if answer.has_output or answer.logprobs:
             yield answer
-        yield ChatChunk(finish_reason=finish, usage=usage_from_wire(data.get("usage")) or Usage())
+        usage = usage_from_wire(data.get("usage")) or Usage()
+        yield ChatChunk(finish_reason=finish, usage=usage, engine_timings=timings_from_wire(data.get("timings")))
 
     async def _stream(self, path: str, body: dict[str, Any], *, chat: bool) -> AsyncIterator[ChatChunk]:
         usage: Usage | None = None
+        timings: tuple[int, int] | None = None
         finish: ChatChunk | None = None
         done = False
         async for line in self._http.stream_lines(f"{self._v1}{path}", body):
@@ -146,6 +149,7 @@ class OpenAICompatibleBackend:
             if "error" in event:
                 raise EngineError(f"{self.spec.name}: {event['error']}")
             usage = usage_from_wire(event.get("usage")) or usage
+            timings = timings_from_wire(event.get("timings")) or timings
             for choice in event.get("choices") or []:
                 try:
                     piece = choice_to_chunk(choice, chat=chat, streamed=True)
@@ -159,4 +163,5 @@ class OpenAICompatibleBackend:
         if finish is None:
             raise EngineError(f"{self.spec.name}: engine stream ended without a finish reason")
         finish.usage = usage or Usage()
+        finish.engine_timings = timings
         yield finish

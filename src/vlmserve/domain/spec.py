@@ -217,6 +217,12 @@ class ModelSpec(BaseModel):
         return self.engine in _LOGPROBS_ENGINES
 
     @property
+    def takes_token_ids(self) -> bool:
+        """Embeddings input as token ids: decoded here with the model's tokenizer.json, or passed on to engines
+        that take them (llama.cpp, OpenAI-compatible); Ollama does not."""
+        return self.tokenizer is not None or self.engine in ("llamacpp", "openai")
+
+    @property
     def takes_suffix(self) -> bool:
         """Fill-in-the-middle (`suffix`): passed to engines that have it (llama.cpp's is /infill, not here)."""
         return self.engine in _SUFFIX_ENGINES

@@ -254,6 +254,7 @@ class ChatChunk:
     reasoning: str = ""  # reasoning text, apart from the answer
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
+    engine_timings: tuple[int, int] | None = None  # final chunk: the engine's own (prompt_eval_ns, eval_ns)
 
     @property
     def has_output(self) -> bool:
@@ -310,6 +311,7 @@ class ToolCallAssembler:
 class EmbedRequest:
     model: str
     inputs: list[str]
+    token_ids: list[list[int]] | None = None  # OpenAI's token-id inputs (of the model's tokenizer), not `inputs`
     truncate: bool = True
     dimensions: int | None = None
     keep_alive: float | None = None

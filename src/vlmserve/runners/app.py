@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
@@ -96,11 +97,13 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         messages: list[Message], sampling: SamplingParams, body: dict[str, Any], *, chat: bool
     ) -> Response:
         cancel = threading.Event()
+        began = time.perf_counter()
         stream = _run_in_thread(lambda: _locked(lock, engine.generate(messages, sampling, cancel)), cancel)
         try:
             first = await anext(stream, None)
         except VlmServeError as exc:  # refused before any output (a bad option): its own status, not in-band
             return _error(exc.status, exc.message, param=exc.param)
+        first_at = time.perf_counter()
         stream = _chained(first, stream, cancel)
         if body.get("stream"):
             return StreamingResponse(_sse(stream, spec.name, chat), media_type="text/event-stream")
@@ -111,7 +114,9 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         result = ChatResult("".join(text), final.finish_reason or "stop", final.usage or Usage())
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         encode = answers.chat_completion if chat else answers.completion
-        return JSONResponse(encode(rid, spec.name, result))
+        # the gateway gets the whole answer at once: it learns the phases from these (llama.cpp's form)
+        timings = {"prompt_ms": (first_at - began) * 1e3, "predicted_ms": (time.perf_counter() - first_at) * 1e3}
+        return JSONResponse({**encode(rid, spec.name, result), "timings": timings})
 
     async def embeddings(request: Request) -> Response:
         body = orjson.loads(await request.body())

@@ -187,6 +187,10 @@ class ChatService:
                     end = time.perf_counter_ns()
                     timings.eval_ns = end - (first_token or end)
                     timings.total_ns = end - began
+                    if chunk.engine_timings is not None:  # the engine's own phases (a non-streamed answer came
+                        timings.prompt_eval_ns, timings.eval_ns = chunk.engine_timings  # whole: one chunk)
+                    elif not request.stream:  # unknown phases: the generation time is all of the engine's time
+                        timings.prompt_eval_ns, timings.eval_ns = 0, end - began - lease.load_ns
                     if chunk.usage is not None:
                         note_tokens(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 yield chunk

@@ -75,6 +75,25 @@ async def check_context(spec: ModelSpec, request: EmbedRequest) -> None:
         raise BadRequest(TOO_LONG, param="input")
 
 
+def check_token_ids(token_ids: list[list[int]] | None, limits: EmbedLimits) -> None:
+    """Token-id inputs under the same limits as text (4 bytes an id)."""
+    if token_ids is None:
+        return
+    if len(token_ids) > limits.max_inputs:
+        raise BadRequest(f"at most {limits.max_inputs} inputs per request", param="input")
+    if sum(len(ids) for ids in token_ids) * 4 > limits.max_total_bytes:
+        raise PayloadTooLarge(f"the inputs are more than {limits.max_total_bytes // 4} token ids", param="input")
+
+
+def _decoded(path: str, token_ids: list[list[int]]) -> list[str]:
+    tokenizer = _tokenizer(path)
+    size = tokenizer.get_vocab_size()
+    for i, ids in enumerate(token_ids):
+        if any(t >= size for t in ids):
+            raise BadRequest(f"input[{i}] has a token id past the vocabulary ({size})", param="input")
+    return [tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
+
+
 class EmbedService:
     def __init__(self, catalog: Catalog, scheduler: Scheduler, limits: EmbedLimits | None = None) -> None:
         self.catalog = catalog
@@ -84,13 +103,20 @@ class EmbedService:
 
     async def embed(self, request: EmbedRequest) -> tuple[str, EmbedResult, int]:
         """(resolved model name, result, load time in ns)."""
-        if not request.inputs:
+        if not request.inputs and not request.token_ids:
             raise BadRequest("input must not be empty", param="input")
         check_sizes(request.inputs, self.limits)
+        check_token_ids(request.token_ids, self.limits)
         spec = self.catalog.resolve(request.model, Capability.EMBEDDING)
         note_model(spec.name)
+        if request.token_ids is not None and not spec.takes_token_ids:
+            raise BadRequest(f"model '{spec.name}' does not take token ids as input; send text", param="input")
+
+        def fits(candidate: ModelSpec) -> bool:
+            return candidate.can(Capability.EMBEDDING) and (request.token_ids is None or candidate.takes_token_ids)
+
         name, result, load_ns = await with_fallbacks(
-            self.catalog, spec, lambda c: c.can(Capability.EMBEDDING), lambda c: self._embed(c, request), self.fallbacks
+            self.catalog, spec, fits, lambda c: self._embed(c, request), self.fallbacks
         )
         note_tokens(result.prompt_tokens, 0)
         if request.dimensions is not None:
@@ -100,6 +126,9 @@ class EmbedService:
         return name, result, load_ns
 
     async def _embed(self, spec: ModelSpec, request: EmbedRequest) -> tuple[str, EmbedResult, int]:
+        if request.token_ids is not None and spec.tokenizer:  # the model's own tokenizer.json is here
+            request = replace(request, inputs=await asyncio.to_thread(_decoded, spec.tokenizer, request.token_ids))
+            request.token_ids = None
         await check_context(spec, request)  # per candidate: a fallback model may have another context
         async with lease_for(self.scheduler, spec, request) as lease:
             return spec.name, await lease.backend.embed(replace(request, model=spec.name)), lease.load_ns

@@ -195,6 +195,16 @@ def usage_from_wire(raw: Any) -> Usage | None:
     return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
 
 
+def timings_from_wire(raw: Any) -> tuple[int, int] | None:
+    """llama.cpp's (and our runners') `timings`: prompt and generation phases in ms, as ns."""
+    if not isinstance(raw, dict) or "predicted_ms" not in raw:
+        return None
+    try:
+        return int(float(raw.get("prompt_ms") or 0) * 1e6), int(float(raw["predicted_ms"]) * 1e6)
+    except (TypeError, ValueError):
+        return None
+
+
 def logprobs_from_wire(raw: Any) -> list[TokenLogprob] | None:
     """Chat (`{"content": [...]}`) or legacy completions (`{"tokens", "token_logprobs", "top_logprobs"}`)."""
     if not isinstance(raw, dict):

@@ -20,18 +20,26 @@ completion_to_domain = codec.completion_from_wire
 
 def embed_to_domain(req: p.EmbeddingRequest) -> EmbedRequest:
     raw = req.input
+    token_ids: list[list[int]] | None = None
     if isinstance(raw, str):
         inputs = [raw]
-    elif raw and all(isinstance(x, str) for x in raw):
-        inputs = [str(x) for x in raw]
     elif not raw:
         raise BadRequest("input must not be empty", param="input")
-    else:
-        raise BadRequest("token-id inputs are not supported; send text", param="input")
+    elif all(isinstance(x, str) for x in raw):
+        inputs = [str(x) for x in raw]
+    else:  # token ids: one list of them, or a list of lists (what LangChain's OpenAIEmbeddings sends)
+        inputs = []
+        token_ids = [list(x) for x in raw] if isinstance(raw[0], list) else [[int(x) for x in raw]]
+        if any(not ids for ids in token_ids):
+            raise BadRequest("input must not contain empty token lists", param="input")
     if any(not text for text in inputs):
         raise BadRequest("input must not contain empty strings", param="input")
     return EmbedRequest(
-        model=req.model, inputs=inputs, dimensions=req.dimensions, keep_alive=keep_alive_seconds(req.keep_alive)
+        model=req.model,
+        inputs=inputs,
+        token_ids=token_ids,
+        dimensions=req.dimensions,
+        keep_alive=keep_alive_seconds(req.keep_alive),
     )
 
 
