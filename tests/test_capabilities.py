@@ -77,6 +77,8 @@ OLLAMA_REFUSED = [
     ("smollm2", "/api/generate", {"think": "high"}, "does not support thinking"),
     ("smollm2-ocr", "/api/chat", {"logprobs": True}, "does not support logprobs"),
     ("smollm2", "/api/generate", {"suffix": "end"}, "does not support insert"),
+    ("smollm2", "/api/generate", {"context": [1, 2, 3]}, "context"),
+    ("smollm2", "/api/generate", {"template": "{{ .Prompt }}"}, "template"),
 ]
 
 
@@ -155,3 +157,10 @@ def test_embeddings_take_token_ids(oai: openai.OpenAI) -> None:
     assert len(single) == 1 and single[0].embedding == by_ids[0].embedding
     with pytest.raises(openai.BadRequestError):
         oai.embeddings.create(model="all-minilm", input=[[10**9]])
+
+
+def test_completions_echo_returns_the_prompt(oai: openai.OpenAI) -> None:
+    reply = oai.completions.create(model="smollm2", prompt="The sky is", max_tokens=3, echo=True)
+    assert reply.choices[0].text.startswith("The sky is") and len(reply.choices[0].text) > len("The sky is")
+    stream = oai.completions.create(model="smollm2", prompt="The sky is", max_tokens=3, echo=True, stream=True)
+    assert "".join(c.choices[0].text for c in stream if c.choices).startswith("The sky is")

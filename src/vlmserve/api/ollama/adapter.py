@@ -107,6 +107,12 @@ def chat_to_domain(req: p.ChatRequest) -> ChatRequest:
 
 def generate_to_domain(req: p.GenerateRequest) -> ChatRequest | CompletionRequest:
     keep_alive = keep_alive_seconds(req.keep_alive)
+    if req.context:
+        raise BadRequest("context (token history) is not supported: send the history to /api/chat", param="context")
+    if req.template:
+        raise BadRequest(
+            "a request's own template is not supported: the model's chat template is used", param="template"
+        )
     if req.raw or req.suffix:  # fill-in-the-middle is a completion around the suffix (engines that take it)
         if req.images:
             raise BadRequest("raw mode and suffix do not take images", param="images")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from vlmserve.api.wire import (
+    INT32_MAX,
     MAX_CONTEXT,
     MAX_GPU_LAYERS,
     MAX_THREADS,
@@ -86,6 +87,8 @@ class ChatRequest(_Lenient):
     think: Think = None
     logprobs: Bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    template: str | None = None  # a non-empty one is refused (the model's template is the engine's)
+    context: list[Annotated[int, Field(ge=0, le=INT32_MAX)]] | None = None  # deprecated; a non-empty one is refused
 
 
 class GenerateRequest(_Lenient):
@@ -102,6 +105,8 @@ class GenerateRequest(_Lenient):
     think: Think = None
     logprobs: Bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    template: str | None = None  # a non-empty one is refused (the model's template is the engine's)
+    context: list[Annotated[int, Field(ge=0, le=INT32_MAX)]] | None = None  # deprecated; a non-empty one is refused
 
 
 class EmbedRequest(_Lenient):

@@ -16,7 +16,7 @@ from vlmserve.api.state import JSONBytes, client_of, fallback_headers, state_of
 from vlmserve.api.wire import JsonRoute
 from vlmserve.context import check_model_visible, model_visible
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.domain.types import Capability
+from vlmserve.domain.types import Capability, ChatChunk
 from vlmserve.errors import VlmServeError
 from vlmserve.service.chat import ChatStream
 from vlmserve.wire import openai_models as p
@@ -60,6 +60,12 @@ async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> R
     )
 
 
+async def _echoed(prompt: str, chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
+    yield ChatChunk(text=prompt)
+    async for chunk in chunks:
+        yield chunk
+
+
 @router.post("/completions")
 async def completions(body: p.CompletionRequest, request: Request) -> Response:
     state = state_of(request)
@@ -68,6 +74,8 @@ async def completions(body: p.CompletionRequest, request: Request) -> Response:
     stream = await state.chat.complete(domain)
     rid = f"cmpl-{uuid.uuid4().hex}"
     headers = fallback_headers(stream.fallback_from)
+    if body.echo:  # the prompt comes back first, as OpenAI's echo does
+        stream.chunks = _echoed(domain.prompt, stream.chunks)
     if not body.stream:
         result = await state.chat.collect(stream)
         return JSONBytes(adapter.completion_response(rid, stream.model, result), headers=headers)
