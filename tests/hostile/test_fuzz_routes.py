@@ -213,7 +213,9 @@ def _shorten(case: schemathesis.Case[Any]) -> None:
     body = case.body
     if not names or not isinstance(body, dict):
         return
-    target: object = body.setdefault("options", {}) if in_options else body
+    if in_options and body.get("options") is None:  # absent or null
+        body["options"] = {}
+    target: object = body["options"] if in_options else body
     if not isinstance(target, dict):
         return
     for name in names:
