@@ -96,6 +96,30 @@ def _stats(page: Any) -> dict[str, str]:
     return {name: page.inner_text(f"#stat-{name}") for name in ("ttft", "tps", "total", "usage")}
 
 
+# visible <img> elements that show nothing (no source, or one that failed): the browser's broken-image box
+EMPTY_IMAGES = """() => [...document.images]
+  .filter(img => img.getClientRects().length > 0 && !(img.complete && img.naturalWidth > 0))
+  .map(img => img.id || img.alt)"""
+
+
+@needs_chromium
+def test_playground_idle_page_shows_no_empty_boxes(watched: Watched, server: ServerProcess) -> None:
+    """Before anything is attached or asked: no image box (`.thumb { display: flex }` overrode `hidden`), no
+    error box, the drop hint, the idle state and empty figures."""
+    page = watched.page
+    page.goto(server.url + "/ui")
+    expect(page.locator("#model option")).to_contain_text(["smollm2", "rapidocr"])
+    expect(page.locator("#thumb")).to_be_hidden()
+    expect(page.locator("#error")).to_be_hidden()
+    expect(page.locator("#drop-hint")).to_be_visible()
+    expect(page.locator("#run-state")).to_have_text("idle")
+    assert page.evaluate(EMPTY_IMAGES) == []
+    assert _stats(page) == {"ttft": "–", "tps": "–", "total": "–", "usage": "–"}
+    assert page.inner_text("#output") == ""
+    assert watched.foreign_requests() == []
+    assert watched.errors == []
+
+
 @needs_chromium
 def test_playground_reads_an_uploaded_image_and_streams_text(watched: Watched, server: ServerProcess) -> None:
     page = watched.page
@@ -117,6 +141,8 @@ def test_playground_reads_an_uploaded_image_and_streams_text(watched: Watched, s
     assert sent["messages"][0]["content"][1]["image_url"]["url"].startswith("data:image/png;base64,")
 
     page.click("#clear-image")
+    expect(page.locator("#thumb")).to_be_hidden()
+    assert page.evaluate(EMPTY_IMAGES) == []
     page.evaluate(COUNT_RENDERS)
     _ask(page, "smollm2", "Name one colour.", max_tokens=16)
     expect(page.locator("#run-state")).to_have_text("done")
