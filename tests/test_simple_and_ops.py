@@ -185,6 +185,9 @@ def test_non_stream_request_to_dying_runner_is_502(server: ServerProcess) -> Non
         },
     )
     killer.join()
+    if reply.status_code == 200:  # died before its first byte: retried once on a fresh runner
+        assert reply.json()["choices"][0]["message"]["content"]
+        return
     assert reply.status_code == 502, reply.text
     assert reply.json()["error"]["type"] == "engine_error"
     assert "crashed" in reply.json()["error"]["message"]
