@@ -102,6 +102,7 @@ def test_health_reports_engines(server: ServerProcess) -> None:
     assert health["default_model"] == "smollm2"
     assert health["default_vision_model"] == "smollm2-ocr"
     assert health["engines"]["smollm2"]["engine"] == "llamacpp"
+    assert health["warnings"] == []  # the embedded models' files are all there
 
 
 def test_unknown_route_is_404(server: ServerProcess) -> None:

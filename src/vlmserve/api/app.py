@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +38,7 @@ from vlmserve.scheduler.core import Scheduler
 from vlmserve.scheduler.devices import make_probe
 from vlmserve.scheduler.memory import MB, default_budget_bytes
 from vlmserve.scheduler.state import SchedulerConfig
+from vlmserve.service import preflight
 from vlmserve.service.catalog import Catalog
 from vlmserve.service.chat import ChatService
 from vlmserve.service.embed import EmbedLimits, EmbedService
@@ -218,9 +220,11 @@ def create_app(
             len(vlm.catalog.all()),
             ", ".join(s.name for s in vlm.catalog.all()),
         )
+        checks = asyncio.create_task(preflight.warn_at_start(vlm.catalog.all()))  # beside start-up, not before it
         try:
             yield
         finally:
+            checks.cancel()
             if vlm.security is not None:
                 await vlm.security.close()
             await stop_jobs(vlm)

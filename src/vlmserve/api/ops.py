@@ -5,6 +5,8 @@ is the readiness probe: 200 while the model that `/process` and `/analyze` use (
 the default model) can serve (its files are there, or its remote engine answers), 503 `"status": "unhealthy"`
 when it cannot. `"degraded"` (still 200) means that model is fine and another engine is unreachable. The Flask
 wrappers' fields come first (`status`, `ollama`: "connected" / "disconnected", `model`), vlmserve's after.
+`warnings` names each model whose files are missing or whose engine does not answer, in the words the start-up
+log used (service/preflight.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from vlmserve.api.state import AppState, JSONBytes, state_of
 from vlmserve.api.wire import JsonRoute
 from vlmserve.backends.pool import PoolBackend, public_url
 from vlmserve.domain.spec import ModelSpec
+from vlmserve.service import preflight
 
 router = APIRouter(tags=["ops"], route_class=JsonRoute)
 LIVENESS_TEXT = "Ollama is running"  # what Ollama answers, and what its clients compare
@@ -49,6 +52,7 @@ class Health(BaseModel):
     default_vision_model: str | None
     default_embedding_model: str | None
     engines: dict[str, EngineHealth]
+    warnings: list[str] = Field(description="models that cannot serve: missing files, engines that do not answer")
 
 
 @router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
@@ -91,6 +95,16 @@ def _serves(state: AppState, engines: dict[str, dict[str, Any]], name: str | Non
     return bool(engines[name]["ready"])
 
 
+def _warnings(specs: list[ModelSpec], engines: dict[str, dict[str, Any]]) -> list[str]:
+    found: list[str] = []
+    for spec in specs:
+        if spec.is_local:
+            found += preflight.missing_files(spec)
+        elif engines[spec.name].get("reachable") is False:
+            found.append(f"model {spec.name!r}: its engine at {engines[spec.name]['url']} does not answer")
+    return found
+
+
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 async def health(request: Request) -> Response:
     """Readiness: 200 while the default model can serve, 503 when it cannot; every engine's state."""
@@ -113,6 +127,7 @@ async def health(request: Request) -> Response:
         "default_vision_model": state.catalog.default_vision_model,
         "default_embedding_model": state.catalog.default_embedding_model,
         "engines": engines,
+        "warnings": _warnings(specs, engines),
     }
     return JSONBytes(body, status_code=200 if ready else 503)
 
