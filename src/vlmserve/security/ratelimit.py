@@ -2,7 +2,8 @@
 
 Fixed one-minute windows aligned to the clock, so every replica agrees where a window starts. `LocalLimiter`
 keeps counters in this process; `RedisLimiter` keeps them in Redis (one Lua script per request: check and
-count atomically), so limits hold across replicas. A limit of 0 means unlimited.
+count atomically), so limits hold across replicas. A limit of 0 means unlimited. Both read the wall clock through
+`clock` (time.time by default): tests give them one they move by hand.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,6 +19,7 @@ from vlmserve.errors import Unavailable
 
 log = logging.getLogger("vlmserve.ratelimit")
 WINDOW = 60.0
+Clock = Callable[[], float]  # seconds since the epoch: windows are aligned to it, the same on every replica
 STALE_IN_FLIGHT = 600  # seconds after which a request still counted in flight (its replica died) is dropped
 
 
@@ -68,12 +71,13 @@ class Limiter(Protocol):
 class LocalLimiter:
     """Counters in this process: plain dict updates, no awaits, so no locks are needed."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = time.time) -> None:
+        self._clock = clock
         self._windows: dict[str, tuple[int, int, int]] = {}  # key -> (window, requests, tokens)
         self._in_flight: dict[str, int] = {}
 
     async def acquire(self, key_id: str, limits: Limits, ticket: str) -> Decision:
-        index, reset = _window(time.time())
+        index, reset = _window(self._clock())
         window, requests, tokens = self._windows.get(key_id, (index, 0, 0))
         if window != index:
             requests, tokens = 0, 0
@@ -95,7 +99,7 @@ class LocalLimiter:
         if limits.concurrency:
             self._in_flight[key_id] = max(0, self._in_flight.get(key_id, 0) - 1)
         if tokens and limits.tpm:
-            index, _ = _window(time.time())
+            index, _ = _window(self._clock())
             window, requests, counted = self._windows.get(key_id, (index, 0, 0))
             self._windows[key_id] = (index, requests, counted + tokens) if window == index else (index, 0, tokens)
 
@@ -127,16 +131,17 @@ class RedisLimiter:
     (expire after two windows) and vlmserve:rl:{key}:conc (a sorted set of in-flight requests by start time:
     entries older than STALE_IN_FLIGHT seconds, left by a crashed replica, stop counting)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, clock: Clock = time.time) -> None:
         from redis import RedisError
         from redis import asyncio as aioredis
 
+        self._clock = clock
         self._errors = RedisError
         self._redis: Any = aioredis.Redis.from_url(url)
         self._script: Any = self._redis.register_script(_ACQUIRE)
 
     async def acquire(self, key_id: str, limits: Limits, ticket: str) -> Decision:
-        now = time.time()
+        now = self._clock()
         index, reset = _window(now)
         base = f"vlmserve:rl:{key_id}"
         keys = [f"{base}:req:{index}", f"{base}:tok:{index}", f"{base}:conc"]
@@ -153,7 +158,7 @@ class RedisLimiter:
             if limits.concurrency:
                 pipe.zrem(f"{base}:conc", ticket)
             if tokens and limits.tpm:
-                index, _ = _window(time.time())
+                index, _ = _window(self._clock())
                 pipe.incrby(f"{base}:tok:{index}", tokens)
                 pipe.expire(f"{base}:tok:{index}", 120)
             try:
@@ -165,5 +170,5 @@ class RedisLimiter:
         await self._redis.aclose()
 
 
-def build_limiter(redis_url: str | None) -> Limiter:
-    return RedisLimiter(redis_url) if redis_url else LocalLimiter()
+def build_limiter(redis_url: str | None, clock: Clock = time.time) -> Limiter:
+    return RedisLimiter(redis_url, clock) if redis_url else LocalLimiter(clock)
