@@ -182,7 +182,10 @@ def test_nginx_spreads_requests_and_streams(replicas: tuple[ServerProcess, Serve
         for rid in ids:
             answer = http.post("/v1/chat/completions", json=_chat(), headers={**_auth(), "X-Request-ID": rid})
             assert answer.status_code == 200 and answer.headers["x-request-id"] == rid
-        time.sleep(0.3)  # access lines are written as each response ends
+        deadline = time.monotonic() + 10  # access lines are written as each response ends
+        while sum(sum(f"[{rid}]" in server.log() for rid in ids) for server in replicas) < len(ids):
+            assert time.monotonic() < deadline, "an access line never appeared"
+            time.sleep(0.05)
         served = [sum(f"[{rid}]" in server.log() for rid in ids) for server in replicas]
         assert sum(served) == len(ids) and min(served) >= 1, served  # each request once, both replicas used
 

@@ -110,6 +110,15 @@ def test_unknown_route_is_404(server: ServerProcess) -> None:
     assert httpx.get(server.url + "/api/nothing").status_code == 404
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User + system CPU clock ticks of a process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])
+
+
 def _runner_pids(model: str) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
@@ -168,7 +177,13 @@ def test_non_stream_request_to_dying_runner_is_502(server: ServerProcess) -> Non
     pids = _runner_pids("smollm2")
 
     def kill_soon() -> None:
-        time.sleep(0.5)
+        """Kill the runner once it has spent 0.2 s of CPU on the long request: it is generating by then."""
+        start = sum(_cpu_ticks(pid) for pid in pids)
+        deadline = time.monotonic() + 60
+        while sum(_cpu_ticks(pid) for pid in pids) - start < 0.2 * os.sysconf("SC_CLK_TCK"):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
 
