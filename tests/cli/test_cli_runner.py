@@ -108,6 +108,15 @@ def test_config_show_names_the_source_of_each_value(tmp_path: Path) -> None:
     assert "env VLMSERVE_LOG_LEVEL" in rows["log_level"] and "yaml" in rows["port"]
 
 
+def test_config_show_changed_with_nothing_changed_says_so(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("{}\n")
+    result = run("config", "show", "--config", str(empty), "--changed", env={"VLMSERVE_CONFIG": ""})
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "nothing differs from the defaults"
+    assert "this shell's VLMSERVE_* variables" in result.stderr  # not the settings of a server already running
+
+
 def test_config_show_reads_vlmserve_config_env(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("max_queue: 7\n")

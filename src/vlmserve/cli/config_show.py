@@ -10,9 +10,15 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from vlmserve.cli.common import out
+from vlmserve.cli.common import err, out
 from vlmserve.cli.settings_flags import settings_or_exit, with_setting_flags
 from vlmserve.config_sources import setting_sources
+
+# said under every table: the settings shown are this shell's; a server started elsewhere may run with others
+SCOPE_NOTE = (
+    "(what `vlmserve serve` would run with from this shell: these flags, this shell's VLMSERVE_* variables and "
+    "config file; a server already running was started with its own)"
+)
 
 app = typer.Typer(help="The effective configuration.", no_args_is_help=True)
 
@@ -37,11 +43,15 @@ def show(
     if json_:
         print(json.dumps({"settings": {s.name: {"value": s.value, "source": s.source} for s in rows}}, indent=2))
         return
-    table = Table("setting", "value", "source", box=None, pad_edge=False)
-    for row in rows:
-        cells = (Text(row.name), Text(_shown(row.value)), Text(row.source))  # Text: values are never rich markup
-        table.add_row(*cells, style=None if row.source == "default" else "bold")
-    out.print(table)
+    if rows:
+        table = Table("setting", "value", "source", box=None, pad_edge=False)
+        for row in rows:
+            cells = (Text(row.name), Text(_shown(row.value)), Text(row.source))  # Text: values are never rich markup
+            table.add_row(*cells, style=None if row.source == "default" else "bold")
+        out.print(table)
+    else:
+        out.print("nothing differs from the defaults")
+    err.print(SCOPE_NOTE)
 
 
 app.command("show", context_settings={"max_content_width": 120})(show)
