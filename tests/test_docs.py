@@ -87,6 +87,29 @@ def test_api_reference_lists_every_route() -> None:
     assert not missing, f"routes missing from docs/api.md: {missing}"
 
 
+# POST routes that take no body: an action named by the path alone
+BODYLESS_POSTS = {
+    "/v1/batches/{batch_id}/cancel", "/admin/cleanup_temp", "/admin/emergency_cleanup", "/admin/reload",
+    "/admin/models/{name}/load", "/admin/models/{name}/unload", "/admin/unload-all",
+}  # fmt: skip
+
+
+def test_every_route_that_reads_a_body_declares_it() -> None:
+    """Routes that read their form or stream themselves (/v1/files, audio, /process, blobs) declare it too, so
+    clients generated from /openapi.json and schemathesis send one."""
+    from vlmserve.api.app import create_app
+
+    paths = create_app(Settings(embedded_models=False)).openapi()["paths"]
+    undeclared = [
+        path for path, item in paths.items() for method, operation in item.items()
+        if method in ("post", "put", "patch") and "requestBody" not in operation and path not in BODYLESS_POSTS
+    ]  # fmt: skip
+    assert not undeclared, f"operations without a request body in /openapi.json: {undeclared}"
+    form = paths["/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["file"]
+    assert "purpose" in form["properties"]
+
+
 @pytest.mark.parametrize("page", [*LINKED_PAGES, "../README.md"])
 def test_relative_links_resolve(page: str) -> None:
     source = (DOCS / page).resolve()

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
 from vlmserve.api.wire import check_text
 from vlmserve.errors import BadRequest
+
+FILE_FIELD: dict[str, Any] = {"type": "string", "format": "binary"}
+
+
+def multipart_body(fields: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAPI request body (for `openapi_extra`) of a multipart route that reads its form itself; the first
+    field is required."""
+    schema = {"type": "object", "properties": fields, "required": [next(iter(fields))]}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
 
 
 async def multipart_file(request: Request, names: tuple[str, ...], what: str) -> tuple[str, UploadFile, dict[str, str]]:

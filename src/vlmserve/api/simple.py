@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from vlmserve.api.forms import multipart_file
+from vlmserve.api.forms import FILE_FIELD, multipart_body, multipart_file
 from vlmserve.api.state import JSONBytes, state_of
 from vlmserve.api.wire import MAX_TOKENS, JsonRoute, Tokens, check_text
 from vlmserve.domain.types import ChatRequest, ImageInput, Message, SamplingParams, TextPart
@@ -51,13 +51,6 @@ class ProcessResponse(BaseModel):
     response: str
 
 
-def _multipart(fields: dict[str, Any]) -> dict[str, Any]:
-    """An OpenAPI request body for a multipart route that reads its form itself."""
-    schema = {"type": "object", "properties": fields, "required": [next(iter(fields))]}
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
-
-
-_FILE = {"type": "string", "format": "binary"}
 _TOKENS = {"type": "integer", "minimum": 1, "maximum": MAX_TOKENS}
 
 
@@ -103,7 +96,7 @@ def _int_field(fields: dict[str, str], name: str) -> int | None:
 @router.post(
     "/process",
     response_model=ProcessResponse,
-    openapi_extra=_multipart({"image": _FILE, "file": _FILE, "message": {"type": "string"},
+    openapi_extra=multipart_body({"image": FILE_FIELD, "file": FILE_FIELD, "message": {"type": "string"},
                               "prompt": {"type": "string"}, "model": {"type": "string"}, "max_tokens": _TOKENS}),
 )  # fmt: skip
 async def process(request: Request) -> Response:
@@ -129,7 +122,7 @@ async def analyze_optimized(body: AnalyzeRequest, request: Request) -> Response:
 @router.post(
     "/analyze/upload",
     response_model=AnalyzeResponse,
-    openapi_extra=_multipart({"file": _FILE, "image": _FILE, "prompt": {"type": "string"},
+    openapi_extra=multipart_body({"file": FILE_FIELD, "image": FILE_FIELD, "prompt": {"type": "string"},
                               "model": {"type": "string"}, "max_tokens": _TOKENS}),
 )  # fmt: skip
 async def analyze_upload(request: Request, prompt: str | None = Query(None, max_length=1_000_000)) -> Response:

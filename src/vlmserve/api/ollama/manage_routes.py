@@ -132,7 +132,11 @@ async def blob_exists(digest: str, request: Request) -> Response:
     return Response(status_code=200 if state_of(request).models.blobs.exists(digest) else 404)
 
 
-@router.post("/blobs/{digest}", status_code=201)
+_RAW_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {"schema": {
+    "type": "string", "format": "binary"}}}}}  # fmt: skip
+
+
+@router.post("/blobs/{digest}", status_code=201, openapi_extra=_RAW_BODY)
 async def upload_blob(digest: str, request: Request) -> Response:
     """The file's bytes as the body (any size: not held in memory), checked against its sha256."""
     length = request.headers.get("content-length")

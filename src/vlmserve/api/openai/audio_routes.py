@@ -14,7 +14,7 @@ from typing import Any, Literal, cast
 from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
-from vlmserve.api.forms import multipart_file
+from vlmserve.api.forms import FILE_FIELD, multipart_body, multipart_file
 from vlmserve.api.state import JSONBytes, client_of, state_of
 from vlmserve.api.wire import JsonRoute
 from vlmserve.domain.types import ChatRequest, Message, SamplingParams
@@ -61,7 +61,13 @@ def _body(text: str, fmt: ResponseFormat, duration: float, language: str | None)
     return JSONBytes(body)
 
 
-@router.post("/transcriptions")
+@router.post(
+    "/transcriptions",
+    openapi_extra=multipart_body({"file": FILE_FIELD, "model": {"type": "string"}, "prompt": {"type": "string"},
+                                  "response_format": {"type": "string", "enum": list(_FORMATS)},
+                                  "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                                  "language": {"type": "string", "maxLength": 3}}),
+)  # fmt: skip
 async def transcriptions(request: Request) -> Response:
     _, upload, fields = await multipart_file(request, ("file",), "a 'file' field with the audio and a 'model' field")
     fmt = fields.get("response_format") or "json"

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from vlmserve.api.forms import multipart_file
+from vlmserve.api.forms import FILE_FIELD, multipart_body, multipart_file
 from vlmserve.api.openai import adapter
 from vlmserve.api.state import JSONBytes, state_of
 from vlmserve.api.wire import JsonRoute
@@ -68,7 +68,13 @@ async def get_file_row(jobs: JobsRuntime, file_id: str) -> dict[str, Any]:
     return row
 
 
-@router.post("/files")
+@router.post(
+    "/files",
+    openapi_extra=multipart_body({"file": FILE_FIELD, "purpose": {"type": "string", "enum": list(FILE_PURPOSES)},
+                                  "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                                  "expires_after[seconds]": {"type": "integer", "minimum": 3600,
+                                                             "maximum": 2592000}}),
+)  # fmt: skip
 async def upload_file(request: Request) -> Response:
     jobs = jobs_of(request)
     _, upload, fields = await multipart_file(request, ("file",), "a 'file' field and a 'purpose' field")
