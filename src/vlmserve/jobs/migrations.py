@@ -61,4 +61,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "the id of the API key that submitted each async job (NULL: submitted with no key)",
         ["ALTER TABLE vlm_jobs ADD COLUMN key_id TEXT"],
     ),
+    (
+        5,
+        "stored responses of the Responses API (jobs/responses_store.py)",
+        [
+            """CREATE TABLE vlm_responses (
+                id TEXT PRIMARY KEY, key_id TEXT, previous_id TEXT, status TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
+                input_items TEXT NOT NULL, response TEXT NOT NULL)""",
+        ],
+    ),
 ]
