@@ -28,6 +28,7 @@ from vlmserve.api.openai.audio_routes import router as audio_router
 from vlmserve.api.openai.batches_routes import router as batches_router
 from vlmserve.api.openai.files_routes import router as files_router
 from vlmserve.api.openai.routes import router as openai_router
+from vlmserve.api.responses.routes import router as responses_router
 from vlmserve.api.state import AppState, JSONBytes
 from vlmserve.backends.registry import build_backend
 from vlmserve.config import Settings
@@ -263,6 +264,7 @@ def create_app(
 
     for router in (
         openai_router,
+        responses_router,
         audio_router,
         files_router,
         batches_router,
