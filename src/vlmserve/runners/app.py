@@ -22,7 +22,16 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.domain.types import ChatChunk, ChatResult, Message, SamplingParams, TextPart, Usage
+from vlmserve.domain.types import (
+    ChatChunk,
+    ChatResult,
+    Message,
+    SamplingParams,
+    TextPart,
+    ToolCallAssembler,
+    Tools,
+    Usage,
+)
 from vlmserve.errors import BadRequest, VlmServeError
 from vlmserve.runners.lifecycle import announce_ready, on_parent_exit
 from vlmserve.wire import openai_answers as answers
@@ -39,6 +48,18 @@ class PythonEngine(Protocol):
     def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
         """Vectors (L2-normalised) and the number of tokens read."""
         ...
+
+
+class ToolEngine(PythonEngine, Protocol):
+    """An engine that shows `tools` to its model and reads its calls back (transformers)."""
+
+    def check_tools(self, tools: Tools) -> None:
+        """Raise BadRequest for what it cannot do with these tools."""
+        ...
+
+    def generate(
+        self, messages: list[Message], sampling: SamplingParams, cancel: threading.Event, tools: Tools | None = None
+    ) -> Iterator[ChatChunk]: ...
 
 
 def load_engine(spec: ModelSpec, threads: int | None) -> PythonEngine:
@@ -78,11 +99,14 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         body = orjson.loads(await request.body())
         try:
             domain = chat_from_body(body)
-            if domain.tools is not None and domain.tools.specs:  # the gateway refuses first (capabilities)
-                raise BadRequest(f"model '{spec.name}' does not support tools", param="tools")
+            tools = domain.tools if domain.tools is not None and domain.tools.specs else None
+            if tools is not None:  # the gateway refuses first a model not declared with tools (capabilities)
+                if not hasattr(engine, "check_tools"):
+                    raise BadRequest(f"model '{spec.name}' does not support tools", param="tools")
+                engine.check_tools(tools)
         except VlmServeError as exc:
             return _error(exc.status, exc.message, param=exc.param)
-        return await _generate(domain.messages, domain.sampling, body, chat=True)
+        return await _generate(domain.messages, domain.sampling, body, chat=True, tools=tools)
 
     async def completions(request: Request) -> Response:
         body = orjson.loads(await request.body())
@@ -93,12 +117,25 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         messages = [Message(role="user", parts=[TextPart(domain.prompt)])]
         return await _generate(messages, domain.sampling, body, chat=False)
 
+    def _chunks(
+        messages: list[Message], sampling: SamplingParams, cancel: threading.Event, tools: Tools | None
+    ) -> Iterator[ChatChunk]:
+        if tools is None:
+            return engine.generate(messages, sampling, cancel)
+        tool_engine: ToolEngine = engine  # type: ignore[assignment]  # check_tools was there (chat)
+        return tool_engine.generate(messages, sampling, cancel, tools=tools)
+
     async def _generate(
-        messages: list[Message], sampling: SamplingParams, body: dict[str, Any], *, chat: bool
+        messages: list[Message],
+        sampling: SamplingParams,
+        body: dict[str, Any],
+        *,
+        chat: bool,
+        tools: Tools | None = None,
     ) -> Response:
         cancel = threading.Event()
         began = time.perf_counter()
-        stream = _run_in_thread(lambda: _locked(lock, engine.generate(messages, sampling, cancel)), cancel)
+        stream = _run_in_thread(lambda: _locked(lock, _chunks(messages, sampling, cancel, tools)), cancel)
         try:
             first = await anext(stream, None)
         except VlmServeError as exc:  # refused before any output (a bad option): its own status, not in-band
@@ -107,11 +144,13 @@ def build_app(spec: ModelSpec, engine: PythonEngine) -> Starlette:
         stream = _chained(first, stream, cancel)
         if body.get("stream"):
             return StreamingResponse(_sse(stream, spec.name, chat), media_type="text/event-stream")
-        text, final = [], ChatChunk()
+        text, final, calls = [], ChatChunk(), ToolCallAssembler()
         async for chunk in stream:
             text.append(chunk.text)
+            calls.add(chunk.tool_calls)
             final = chunk
         result = ChatResult("".join(text), final.finish_reason or "stop", final.usage or Usage())
+        result.tool_calls = calls.calls()
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         encode = answers.chat_completion if chat else answers.completion
         # the gateway gets the whole answer at once: it learns the phases from these (llama.cpp's form)

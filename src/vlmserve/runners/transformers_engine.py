@@ -4,15 +4,23 @@ Image-text-to-text folders (LLaVA, Idefics3/SmolVLM, ...) load with AutoProcesso
 AutoModelForImageTextToText; anything else with AutoTokenizer + AutoModelForCausalLM. `model.generate` runs in
 a thread and feeds a TextIteratorStreamer; a StoppingCriteria watches the cancel event (client gone) and our
 own stop flag (a stop string was seen), so generation ends at the next token either way.
+
+Tools: the chat template is rendered with `tools` (and the history's calls and results), and the model's
+`<tool_call>` blocks are read back as calls (tool_parsing.py). A template that never reads `tools` cannot
+show them to the model: such a request is a 400 naming `tools`, as is a forced call (`tool_choice`
+"required" or a named function), which this engine cannot constrain.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+import orjson
 
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
@@ -23,9 +31,13 @@ from vlmserve.domain.types import (
     Message,
     SamplingParams,
     TextPart,
+    ToolCallDelta,
+    Tools,
     Usage,
 )
-from vlmserve.errors import EngineError, InvalidMedia, UnsupportedCapability
+from vlmserve.errors import BadRequest, EngineError, InvalidMedia, UnsupportedCapability
+from vlmserve.runners.tool_parsing import ToolTextSplitter
+from vlmserve.wire.openai_codec import tool_to_wire
 
 DEFAULT_MAX_TOKENS = 256
 
@@ -44,6 +56,31 @@ def pick_dtype_name(dtype: str, device: str, bf16_ok: bool) -> str:
     if device == "cpu":
         return "float32"
     return "bfloat16" if bf16_ok else "float16"
+
+
+def template_texts(processor: Any, tokenizer: Any) -> list[str]:
+    """Every chat template the processor and tokenizer carry (a tokenizer may have named ones: tool_use)."""
+    out: list[str] = []
+    for template in (getattr(processor, "chat_template", None), getattr(tokenizer, "chat_template", None)):
+        if isinstance(template, str):
+            out.append(template)
+        elif isinstance(template, dict):
+            out += [t for t in template.values() if isinstance(t, str)]
+        elif isinstance(template, list):  # the saved form of named templates: [{"name", "template"}]
+            out += [t["template"] for t in template if isinstance(t, dict) and isinstance(t.get("template"), str)]
+    return out
+
+
+def reads_tools(templates: list[str]) -> bool:
+    """Whether a Jinja template uses the `tools` variable at all."""
+    return any(re.search(r"\btools\b", t) for t in templates)
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return orjson.loads(text or "{}")
+    except orjson.JSONDecodeError:
+        return text  # not JSON: the template gets the text as the client sent it
 
 
 def _open_image(data: bytes) -> Any:
@@ -143,29 +180,67 @@ class TransformersEngine:
         eos = self.model.generation_config.eos_token_id
         eos_ids = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos_ids, self.tokenizer.eos_token_id] if i is not None}
+        self.takes_tools = reads_tools(template_texts(self.processor, self.tokenizer))
 
     def _conversation(self, messages: list[Message]) -> list[dict[str, Any]]:
         conversation: list[dict[str, Any]] = []
         for message in messages:
+            entry: dict[str, Any] = {"role": message.role}
             if not self.vision:
                 if message.has_images:
                     raise UnsupportedCapability(f"model {self.spec.name} is text-only and cannot read images")
-                conversation.append({"role": message.role, "content": message.text})
-                continue
-            content: list[dict[str, Any]] = []
-            for part in message.parts:
-                if isinstance(part, TextPart):
-                    content.append({"type": "text", "text": part.text})
-                elif isinstance(part, ImageInput | ImagePart):
-                    content.append({"type": "image", "image": _open_image(part.data)})
-            conversation.append({"role": message.role, "content": content})
+                entry["content"] = message.text
+            else:
+                content: list[dict[str, Any]] = []
+                for part in message.parts:
+                    if isinstance(part, TextPart):
+                        content.append({"type": "text", "text": part.text})
+                    elif isinstance(part, ImageInput | ImagePart):
+                        content.append({"type": "image", "image": _open_image(part.data)})
+                entry["content"] = content
+            if message.tool_calls:  # HF templates take the arguments as a mapping (they dump it themselves)
+                entry["tool_calls"] = [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": _arguments(c.arguments)}}
+                    for c in message.tool_calls
+                ]
+            if message.role == "tool":
+                entry.update(tool_call_id=message.tool_call_id, name=message.name)
+            conversation.append(entry)
         return conversation
 
-    def _inputs(self, messages: list[Message]) -> Any:
+    def check_tools(self, tools: Tools) -> None:
+        """A 400 before any work for what this engine cannot do with `tools`."""
+        if not self.takes_tools:
+            raise BadRequest(
+                f"model '{self.spec.name}': its chat template has no tool support (it never reads `tools`); "
+                "set a chat_template that does",
+                param="tools",
+            )
+        if tools.forced:
+            raise BadRequest(
+                f"model '{self.spec.name}': the transformers engine cannot force a tool call "
+                "(tool_choice 'required' or a named function); use 'auto'",
+                param="tool_choice",
+            )
+
+    def prompt_ids(self, messages: list[Message], tools: Tools | None = None) -> list[int]:
+        """The prompt's token ids as generate builds them (for tests and tools)."""
+        return [int(i) for i in self._inputs(messages, tools)["input_ids"][0].tolist()]
+
+    def _inputs(self, messages: list[Message], tools: Tools | None = None) -> Any:
         conversation = self._conversation(messages)
+        extra: dict[str, Any] = {}
+        if tools is not None and tools.specs:
+            self.check_tools(tools)
+            extra["tools"] = [tool_to_wire(t) for t in tools.specs]
         try:
             inputs = self.processor.apply_chat_template(
-                conversation, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+                conversation,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                return_tensors="pt",
+                **extra,
             )
         except ValueError as exc:  # no chat template, wrong image count, ...
             raise EngineError(f"cannot build the prompt: {exc}") from exc
@@ -194,12 +269,13 @@ class TransformersEngine:
         return kwargs
 
     def generate(
-        self, messages: list[Message], sampling: SamplingParams, cancel: threading.Event
+        self, messages: list[Message], sampling: SamplingParams, cancel: threading.Event, tools: Tools | None = None
     ) -> Iterator[ChatChunk]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-        inputs = self._inputs(messages)
+        inputs = self._inputs(messages, tools)
+        calls = ToolTextSplitter() if tools is not None and tools.specs and tools.choice != "none" else None
         prompt_tokens = int(inputs["input_ids"].shape[1])
         kwargs = self._generate_kwargs(sampling)
         halt = threading.Event()  # set by us: stop string seen, or the consumer went away
@@ -228,6 +304,7 @@ class TransformersEngine:
         try:
             for piece in streamer:
                 text = buffer.push(piece)
+                text = calls.push(text) if calls is not None else text
                 if text:
                     yield ChatChunk(text=text)
                 if buffer.stopped or cancel.is_set():
@@ -244,11 +321,21 @@ class TransformersEngine:
         finish: FinishReason = "stop"
         if not buffer.stopped and not cancel.is_set():
             tail = buffer.flush()
+            if calls is not None:
+                tail = calls.push(tail)
             if tail:
                 yield ChatChunk(text=tail)
             ended_on_eos = bool(generated) and generated[-1] in self.eos_ids
             if len(generated) >= kwargs["max_new_tokens"] and not ended_on_eos:
                 finish = "length"
+        if calls is not None:  # a stop string may end a call too: read what was held either way
+            rest, found = calls.finish()
+            if rest:
+                yield ChatChunk(text=rest)
+            if found:
+                deltas = [ToolCallDelta(i, id=c.id, name=c.name, arguments=c.arguments) for i, c in enumerate(found)]
+                yield ChatChunk(tool_calls=deltas)
+                finish = "tool_calls"
         usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(generated))
         yield ChatChunk(finish_reason=finish, usage=usage)
 
