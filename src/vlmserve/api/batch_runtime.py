@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from vlmserve.api.openai import adapter
+from vlmserve.api.responses import answer as responses
+from vlmserve.api.responses.protocol import ResponsesRequest
 from vlmserve.api.simple import DEFAULT_PROMPT, AnalyzeRequest
 from vlmserve.api.state import AppState
 from vlmserve.domain.types import Capability, ChatRequest, ImageInput, Message, SamplingParams, TextPart
@@ -31,7 +33,7 @@ log = logging.getLogger("vlmserve.batches")
 BATCH_CLIENT = "batch"
 
 
-def _validated(model: type[p._Lenient], body: dict[str, Any]) -> Any:
+def _validated(model: type[Any], body: dict[str, Any]) -> Any:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
@@ -62,6 +64,14 @@ class LineExecutor:
             result = await chat.collect(stream)
             out = adapter.completion_response(f"cmpl-{uuid.uuid4().hex}", stream.model, result)
             return LineOutcome(200, out, result.usage.prompt_tokens, result.usage.completion_tokens)
+        if endpoint == "/v1/responses":
+            rreq = _validated(ResponsesRequest, body)
+            if rreq.background:
+                raise BadRequest("background is not supported in batch lines", param="body.background")
+            started = await responses.start(self.state, rreq, BATCH_CLIENT, store=False, background=True)
+            answered = await responses.collect(self.state, started)
+            usage = answered["usage"]
+            return LineOutcome(200, answered, usage["input_tokens"], usage["output_tokens"])
         if endpoint == "/v1/embeddings":
             ereq = _validated(p.EmbeddingRequest, body)
             edomain = replace(adapter.embed_to_domain(ereq), client=BATCH_CLIENT, background=True)
@@ -100,6 +110,8 @@ def access_checker(state: AppState) -> AccessCheck:
 
 def job_runner(state: AppState) -> JobRunner:
     async def run(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        if kind == responses.JOB_KIND:  # a background response (POST /v1/responses, background: true)
+            return await responses.run_background(state, body)
         if kind != "analyze":
             raise BadRequest(f"unknown job kind {kind!r}")
         req = AnalyzeRequest.model_validate(body)

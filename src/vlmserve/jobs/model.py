@@ -29,7 +29,7 @@ class ItemState(StrEnum):
     EXPIRED = "expired"  # never ran: the completion window passed
 
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions")
+ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")
 FILE_PURPOSES = ("batch", "batch_output", "vision", "user_data", "assistants", "fine-tune", "evals")
 
 
