@@ -70,13 +70,18 @@ class Started:
         return self.stream.fallback_from
 
 
-async def start(state: AppState, body: p.ResponsesRequest, client: str, *, store: bool | None = None) -> Started:
+async def start(
+    state: AppState, body: p.ResponsesRequest, client: str, *, store: bool | None = None, background: bool = False
+) -> Started:
+    """`store`: whether to keep it (the request's `store` unless told); `background`: batch work, queued behind
+    live requests."""
     key = key_id()
     chat = await prepare(state, body, key)
-    chat.client = client
+    chat.client, chat.background = client, background
     stream = await state.chat.chat(chat)
-    base = objects.envelope(body, codec.new_id("resp"), stream.model)
-    return Started(body, base, stream, key, body.store if store is None else store)
+    keep = body.store if store is None else store
+    base = {**objects.envelope(body, codec.new_id("resp"), stream.model), "store": keep}
+    return Started(body, base, stream, key, keep)
 
 
 async def collect(state: AppState, started: Started) -> dict[str, Any]:
