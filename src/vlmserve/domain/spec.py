@@ -26,7 +26,14 @@ MAX_ASPECT_RATIO = 200.0  # other engines: Qwen2-VL's processor refuses beyond t
 INPUT_BYTES_PER_TOKEN = 32
 MAX_LAYERS = 100_000  # gpu_layers / Ollama's num_gpu
 MAX_GPUS = 64
-CacheType = Literal["f16", "q8_0", "q4_0"]  # llama.cpp KV cache types: 2, 34/32 and 18/32 bytes per element
+MAX_PARALLEL = 1024  # requests in flight per model (remote engines queue beyond their own batch)
+LLAMACPP_MAX_PARALLEL = 64  # llama.cpp slots: each takes context_size cells of KV cache
+MAX_DRAFT_TOKENS = 256  # speculative decoding: tokens drafted per step
+LLAMACPP_DRAFT_MAX = 3  # llama.cpp's own default for draft_max_tokens (draft_min_tokens: 0)
+# llama.cpp KV cache types (bytes per element: f32 4, f16/bf16 2, q8_0 34/32, q5_1 24/32, q5_0 22/32, q4_1 20/32,
+# q4_0 and iq4_nl 18/32); the quantized ones in the V cache need flash attention
+CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+QUANTIZED_CACHE_TYPES: frozenset[str] = frozenset({"q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"})
 _NEEDS_PATH: frozenset[str] = frozenset({"llamacpp", "transformers", "onnx-embed"})
 
 _DEFAULT_CAPABILITIES: dict[str, list[Capability]] = {
@@ -86,7 +93,12 @@ class ModelSpec(BaseModel):
         ge=1,
         description="text bytes one request may send (default, local engines: 32 per token of context)",
     )
-    parallel: int = 1  # requests at once; remote engines default to REMOTE_PARALLEL (they queue themselves)
+    parallel: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_PARALLEL,
+        description="requests at once (llama.cpp: slots, 1-64); remote engines default to 64 (they queue themselves)",
+    )
     threads: int | None = None  # CPU threads (default: the server's `threads`, else all cores)
     gpu_layers: Annotated[int, Field(ge=-1, le=MAX_LAYERS)] | Literal["auto"] = Field(
         default="auto",
@@ -101,9 +113,25 @@ class ModelSpec(BaseModel):
     )
     cache_type_k: CacheType = Field(default="f16", description="llama.cpp K cache type (q8_0 halves it)")
     cache_type_v: CacheType = Field(
-        default="f16", description="llama.cpp V cache type (q8_0/q4_0 need flash attention)"
+        default="f16", description="llama.cpp V cache type (the quantized ones need flash attention)"
     )
     flash_attention: Literal["auto", "on", "off"] = "auto"  # llama.cpp flash attention
+    cont_batching: bool = Field(
+        default=True, description="llama.cpp: continuous batching (slots join a running batch between tokens)"
+    )
+    draft_model: str | None = Field(
+        default=None,
+        description="llama.cpp: a small GGUF with the same vocabulary that drafts tokens (speculative decoding)",
+    )
+    draft_max_tokens: int | None = Field(
+        default=None, ge=1, le=MAX_DRAFT_TOKENS, description="llama.cpp: most tokens drafted per step (default: 3)"
+    )
+    draft_min_tokens: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_DRAFT_TOKENS,
+        description="llama.cpp: fewest drafted tokens worth checking (default: 0)",
+    )
     device_map: str | None = Field(
         default=None, description="transformers: accelerate's device_map (auto: layers over GPU and CPU)"
     )
@@ -172,13 +200,23 @@ class ModelSpec(BaseModel):
             raise ValueError(f"model {self.name!r}: `fallbacks` must name other models, each once")
         if self.engine == "ocr-chat" and not (self.ocr_model and self.chat_model):
             raise ValueError(f"model {self.name!r}: engine ocr-chat needs `ocr_model` and `chat_model`")
-        if self.parallel < 1:
-            raise ValueError(f"model {self.name!r}: parallel must be >= 1")
-        if self.cache_type_v != "f16" and self.flash_attention == "off":
-            raise ValueError(f"model {self.name!r}: cache_type_v {self.cache_type_v} needs flash_attention on or auto")
+        self._check_llamacpp()
         if self.tensor_split and len(self.tensor_split) != len(self.devices):
             raise ValueError(f"model {self.name!r}: tensor_split needs one share per entry of `devices`")
         return self
+
+    def _check_llamacpp(self) -> None:
+        if self.engine == "llamacpp" and self.parallel > LLAMACPP_MAX_PARALLEL:
+            raise ValueError(f"model {self.name!r}: llama.cpp takes parallel 1-{LLAMACPP_MAX_PARALLEL} (slots)")
+        if self.cache_type_v in QUANTIZED_CACHE_TYPES and self.flash_attention == "off":
+            raise ValueError(f"model {self.name!r}: cache_type_v {self.cache_type_v} needs flash_attention on or auto")
+        drafting = self.draft_max_tokens is not None or self.draft_min_tokens is not None
+        if (self.draft_model or drafting) and self.engine != "llamacpp":
+            raise ValueError(f"model {self.name!r}: draft_model (speculative decoding) needs engine llamacpp")
+        if drafting and not self.draft_model:
+            raise ValueError(f"model {self.name!r}: draft_max_tokens / draft_min_tokens need `draft_model`")
+        if (self.draft_min_tokens or 0) > (self.draft_max_tokens or LLAMACPP_DRAFT_MAX):
+            raise ValueError(f"model {self.name!r}: draft_min_tokens must be <= draft_max_tokens")
 
     @property
     def engine_option_names(self) -> tuple[str, ...]:

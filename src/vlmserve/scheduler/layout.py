@@ -1,10 +1,13 @@
 """A model's memory by part, from its files: what `placement` places (engine names belong here, not above).
 
 - llama.cpp (GGUF): every `blk.N.*` tensor is block N's weights; its KV cache is context x parallel cells of
-  (key_length + value_length) x head_count_kv elements at the cache type's size (f16 2 bytes, q8_0 34/32,
-  q4_0 18/32); `output*` is the head; `token_embd` (and anything else) stays in RAM, as llama.cpp keeps it;
-  the mmproj file goes with the offloaded part; the compute buffer is sized from the batch, the context
-  and the vocabulary (measured on SmolLM2 here: 16.6 MiB at 2048 cells, 22.6 at 8192 with flash attention).
+  (key_length + value_length) x head_count_kv elements at the cache type's size (`CACHE_BYTES`); `output*` is
+  the head; `token_embd` (and anything else) stays in RAM, as llama.cpp keeps it; the mmproj file goes with
+  the offloaded part; the compute buffer is sized from the batch, the context and the vocabulary (measured on
+  SmolLM2 here: 16.6 MiB at 2048 cells, 22.6 at 8192 with flash attention). A `draft_model` adds its tensors,
+  its own KV cache (the same cells and cache types) and compute buffer, counted with the mmproj: the runner
+  puts it wholly on the main GPU unless the model runs on the CPU (measured on SmolLM2 drafting for itself at
+  2 x 2048 cells: +205 MiB of RSS, estimated 199 MiB).
 - transformers: safetensors headers give each tensor's elements and dtype; `layers.N.` tensors are the
   blocks, scaled to the dtype the runner loads them in (float32 on CPU, bf16/fp16 on CUDA, 8/4-bit with
   bitsandbytes), plus a KV cache at context_size from config.json and a 20% margin for activations.
@@ -37,7 +40,9 @@ TRANSFORMERS_RUNNER = 400 * MB  # measured here: 376 MB for a torch CPU runner w
 ENGINE_OVERHEAD = {"rapidocr": 220 * MB, "onnx-embed": 120 * MB, "transformers": TRANSFORMERS_RUNNER - RUNNER_OVERHEAD}
 GPU_CONTEXT = {"llamacpp": 384 * MB, "transformers": 512 * MB}  # CUDA context + workspaces, per GPU used
 GPU_HOST = {"llamacpp": 256 * MB, "transformers": 1024 * MB}  # RAM the CUDA runtime adds to a runner
-CACHE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # per K/V element
+# bytes per K/V element: ggml's block sizes (q8_0: 32 int8 + an f16 scale; q4_1/q5_1 add an f16 minimum)
+CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
+               "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}  # fmt: skip
 UBATCH = 512  # llama.cpp's default n_ubatch: the compute buffer is sized for it
 ACTIVATIONS = 0.2  # transformers: activations and allocator slack on top of the weights
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
@@ -129,13 +134,27 @@ def _llamacpp(spec: ModelSpec, knobs: dict[str, Any]) -> Layout:
         tuple(b + kv_block for b in blocks),
         output=output,
         tied_head=tied,
-        mmproj=mmproj,
+        mmproj=mmproj + _draft_bytes(spec),
         compute=compute,
         gpu_context=GPU_CONTEXT["llamacpp"],
         gpu_host=GPU_HOST["llamacpp"],
         offload=spec.device != "cpu",
         **knobs,
     )
+
+
+def _draft_bytes(spec: ModelSpec) -> int:
+    """The draft model of speculative decoding: its tensors, its KV cache at the main model's cells and cache
+    types, and its compute buffer (0 without one; its file's size when the header is unreadable)."""
+    if not spec.draft_model:
+        return 0
+    info = read_gguf(spec.draft_model)
+    if not info.tensors or {"block_count", "head_count", "embedding_length"} - info.ints.keys():
+        return path_bytes(spec.draft_model)
+    kv = kv_bytes_per_token(info.ints, spec.cache_type_k, spec.cache_type_v) or 0
+    vocab = info.vocab or info.ints.get("vocab_size", 0)
+    compute = _compute_bytes(info.ints, vocab, spec.context_size, spec.flash_attention != "off")
+    return info.tensor_bytes + kv * spec.context_size * spec.parallel + compute
 
 
 def _target_bytes(spec: ModelSpec, on_gpu: bool) -> float:

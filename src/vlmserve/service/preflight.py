@@ -24,8 +24,8 @@ CONNECT_TIMEOUT = 3.0  # seconds; the checks run beside start-up and never hold 
 
 
 def missing_files(spec: ModelSpec) -> list[str]:
-    """'model m: path /x not found' for each of the model's files (path, mmproj, tokenizer) that is not there."""
-    named = {"path": spec.path, "mmproj": spec.mmproj, "tokenizer": spec.tokenizer}
+    """'model m: path /x not found' for each of the model's files (path, mmproj, tokenizer, draft) that is not there."""
+    named = {"path": spec.path, "mmproj": spec.mmproj, "tokenizer": spec.tokenizer, "draft_model": spec.draft_model}
     return [f"model {spec.name!r}: {field} {value} not found" for field, value in named.items()
             if value and not os.path.exists(value)]  # fmt: skip
 
