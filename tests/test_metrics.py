@@ -83,11 +83,10 @@ async def test_load_and_unload_counters_come_from_the_scheduler() -> None:
     config = SimpleNamespace(counters=counters, budget_bytes=2**30)
     gpu = {"index": 0, "name": "G", "total_bytes": 8 * 2**30, "used_bytes": 5 * 2**30, "free_bytes": 3 * 2**30,
            "budget_bytes": 7 * 2**30, "models": {"m1": 2 * 2**30}}  # fmt: skip
-    scheduler = SimpleNamespace(config=config, runtimes=list, queued=lambda _: 0, gpu_report=lambda: [gpu])
-    state: Any = SimpleNamespace(scheduler=scheduler, jobs=None)
+    scheduler: Any = SimpleNamespace(config=config, runtimes=list, queued=lambda _: 0, gpu_report=lambda: [gpu])
     metrics = Metrics()
-    metrics.attach(state)
-    text = (await metrics.render(state)).decode()
+    metrics.attach(scheduler)
+    text = (await metrics.render(None)).decode()
     assert _value(text, "vlmserve_model_loads_total", model="m1", reason="request") == 3
     assert _value(text, "vlmserve_model_unloads_total", model="m1", reason="idle") == 2
     assert _value(text, "vlmserve_model_unloads_total", model="m1", reason="evicted") == 1

@@ -5,8 +5,8 @@ opens connections and then trickles bytes ("slow loris") would hold each one for
 - `edge_protocol` wraps uvicorn's HTTP protocol: the request line + headers must arrive within
   `request_header_timeout` seconds (408 and close) and within `max_header_bytes` (431 and close), on every
   request of a keep-alive connection;
-- `BodyTimeout` (ASGI) gives the body `request_body_timeout` seconds from the end of the headers: past that the
-  handler's read fails with 408 in the surface's error format and the connection is closed.
+- `BodyTimeout` (ASGI, in api/middleware.py) gives the body `request_body_timeout` seconds from the end of the
+  headers: past that the handler's read fails with 408 in the surface's error format and the connection is closed.
 Idle keep-alive connections close after `timeout_keep_alive`. `limit_concurrency` (off by default): past that
 many open connections or requests in flight a request gets 503 + `Retry-After: 1` in its surface's error format
 (`concurrency_gate`; uvicorn's own refusal is a plain-text 503 without Retry-After).
@@ -20,9 +20,9 @@ from collections.abc import Sized
 from typing import Any
 
 import orjson
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from vlmserve.api.surfaces import error_response
 from vlmserve.config import Settings
 from vlmserve.errors import Unavailable
 
@@ -130,8 +130,6 @@ def concurrency_gate(app: ASGIApp, limit: int, connections: Sized, tasks: Sized)
         if scope["type"] != "http" or (len(connections) < limit and len(tasks) - 1 < limit):
             await app(scope, receive, send)
             return
-        from vlmserve.api.app import error_response  # here: vlmserve.api.app imports this module
-
         log.warning("limit_concurrency (%d) reached: 503 to %s %s", limit, scope["method"], scope["path"])
         refusal = Unavailable(f"the server is at its concurrency limit ({limit}); retry shortly",
                               retry_after=1.0, code="concurrency_limit")  # fmt: skip
@@ -140,43 +138,6 @@ def concurrency_gate(app: ASGIApp, limit: int, connections: Sized, tasks: Sized)
         await response(scope, receive, send)
 
     return gated
-
-
-class BodyTimeout:
-    """Fails a request whose body has not fully arrived `timeout` seconds after its headers: the handler's read
-    raises HTTPException(408) (mapped to the surface's error format) and the response closes the connection."""
-
-    def __init__(self, app: ASGIApp, timeout: float) -> None:
-        self.app = app
-        self.timeout = timeout
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        deadline = asyncio.get_running_loop().time() + self.timeout
-        body_done = timed_out = False
-
-        async def timed_receive() -> Message:
-            nonlocal body_done, timed_out
-            if body_done:
-                return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                timed_out = True
-                raise HTTPException(408, f"request body not received within {self.timeout:g} s") from None
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                body_done = True
-            return message
-
-        async def closing_send(message: Message) -> None:
-            if timed_out and message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
-            await send(message)
-
-        await self.app(scope, timed_receive, closing_send)
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

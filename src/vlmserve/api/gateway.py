@@ -12,12 +12,11 @@ import itertools
 import logging
 import secrets
 import time
-from collections.abc import Callable
 
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from vlmserve.api.state import AppState
+from vlmserve.api.surfaces import surface_of
 from vlmserve.context import RequestContext, current
 from vlmserve.errors import AuthenticationFailed, PermissionDenied, RateLimited, VlmServeError
 from vlmserve.logs import RequestIdFilter as RequestIdFilter  # re-exported: the serve command used it
@@ -29,16 +28,6 @@ log = logging.getLogger("vlmserve.access")
 ANONYMOUS = "anonymous"
 _ID_PREFIX = secrets.token_hex(8)  # request ids: random per process + a counter (no syscall per request)
 _ID_COUNTER = itertools.count(1)
-
-
-def _surface(path: str) -> str:
-    if path.startswith("/v1/"):
-        return "openai"
-    if path.startswith("/api/"):
-        return "ollama"
-    if path.startswith("/admin"):
-        return "admin"
-    return "simple"
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
@@ -53,9 +42,8 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | N
 
 
 class Gateway:
-    def __init__(self, app: ASGIApp, error_response: Callable[[str, VlmServeError], Response]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self.error_response = error_response
 
     async def _guard(
         self, security: Security, ctx: RequestContext, path: str, token: str | None, ticket: str
@@ -93,7 +81,8 @@ class Gateway:
         path: str = scope["path"]
         rid, token = _request_id(scope["headers"])
         ticket = f"{_ID_PREFIX}{next(_ID_COUNTER):016x}"  # unique across replicas, unlike a client's request id
-        ctx = RequestContext(rid or ticket, _surface(path), time.perf_counter_ns())
+        surface = surface_of(path)
+        ctx = RequestContext(rid or ticket, surface.name, time.perf_counter_ns())
         reset = current.set(ctx)
         extra = [(b"x-request-id", ctx.request_id.encode())]
         status = 500
@@ -118,7 +107,7 @@ class Gateway:
                 except VlmServeError as exc:  # the limiter's store is unreachable (503)
                     refusal = exc
             if refusal is not None:
-                await self.error_response(path, refusal)(scope, receive, send_with_headers)
+                await surface.errors(refusal)(scope, receive, send_with_headers)
             else:
                 await self.app(scope, receive, send_with_headers)
         finally:

@@ -33,10 +33,6 @@ from vlmserve.media.images import decode_base64
 
 router = APIRouter(tags=["multi-model server"], route_class=JsonRoute)
 
-# the routes whose errors are {"error", "details"}
-PATHS = ("/generate/", "/admin/memory_status", "/admin/model_status", "/admin/emergency_cleanup",
-         "/admin/temp_status", "/admin/cleanup_temp")  # fmt: skip
-
 
 class GenerateBody(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
@@ -64,6 +60,7 @@ class MultiModelError(BaseModel):
 
 
 def error_response(exc: VlmServeError) -> Response:
+    """The error shape of this route and of the server's admin routes (api/surfaces.py names the paths)."""
     details = exc.details or (f"{exc.type} (param: {exc.param})" if exc.param else exc.type)
     retry = retry_after_of(exc)
     headers = {"Retry-After": str(int(max(1, retry)))} if retry is not None else None

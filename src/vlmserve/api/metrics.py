@@ -9,25 +9,20 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from fastapi import APIRouter, Request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from starlette.responses import Response
 
-from vlmserve.api.wire import JsonRoute
 from vlmserve.backends.pool import PoolBackend, public_url
 from vlmserve.context import RequestContext
+from vlmserve.jobs.runtime import JobsRuntime
+from vlmserve.scheduler.core import Scheduler
 from vlmserve.service.fallback import FallbackCounts
 
-if TYPE_CHECKING:
-    from vlmserve.api.state import AppState
-
-router = APIRouter(tags=["ops"], route_class=JsonRoute)
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _BOUNDS = (*map(str, map(float, _LATENCY)), "+Inf")
 
@@ -87,11 +82,11 @@ class _RequestCollector(Collector):
 
 
 class _SchedulerCollector(Collector):
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
 
     def collect(self) -> Iterator[Any]:
-        scheduler = self.state.scheduler
+        scheduler = self.scheduler
         depth = GaugeMetricFamily("vlmserve_queue_depth", "requests waiting per model", labels=["model"])
         loaded = GaugeMetricFamily("vlmserve_model_loaded", "1 when the model is loaded", labels=["model"])
         memory = GaugeMetricFamily("vlmserve_model_memory_bytes", "memory held per model", labels=["model"])
@@ -135,8 +130,9 @@ def _gpu_gauges(gpus: list[dict[str, Any]]) -> Iterator[GaugeMetricFamily]:
 class _PoolCollector(Collector):
     """Engine pools (backends/pool.py) and fallbacks (service/fallback.py), read from them at scrape time."""
 
-    def __init__(self, state: AppState) -> None:
-        self.state = state
+    def __init__(self, scheduler: Scheduler, fallbacks: Sequence[FallbackCounts]) -> None:
+        self.scheduler = scheduler
+        self.fallbacks = fallbacks  # the services' own counters, read as they are at scrape time
 
     def collect(self) -> Iterator[Any]:
         labels = ["model", "replica"]
@@ -148,7 +144,7 @@ class _PoolCollector(Collector):
         cooldowns = CounterMetricFamily("vlmserve_replica_cooldowns", "times a replica was cooled down", labels=labels)
         retries = CounterMetricFamily("vlmserve_engine_retries", "retries by the error that caused them",
                                       labels=["model", "type"])  # fmt: skip
-        for runtime in self.state.scheduler.runtimes():
+        for runtime in self.scheduler.runtimes():
             pool, name = runtime.backend, runtime.spec.name
             if not isinstance(pool, PoolBackend):
                 continue
@@ -163,8 +159,7 @@ class _PoolCollector(Collector):
                 retries.add_metric([name, error_type], count)
         fallbacks = CounterMetricFamily("vlmserve_fallbacks", "requests answered by a fallback model",
                                         labels=["model", "fallback"])  # fmt: skip
-        services = (getattr(self.state, "chat", None), getattr(self.state, "embed", None))  # None in partial states
-        counts = sum((service.fallbacks for service in services if service is not None), FallbackCounts())
+        counts = sum(self.fallbacks, FallbackCounts())
         for (model, fallback), count in counts.items():
             fallbacks.add_metric([model, fallback], count)
         yield from (healthy, busy, attempts, cooldowns, retries, fallbacks)
@@ -203,9 +198,10 @@ class Metrics:
                                     registry=r)  # fmt: skip
         self.batch_lines = Gauge("vlmserve_batch_lines", "batch lines by state", ["state"], registry=r)
 
-    def attach(self, state: AppState) -> None:
-        self.registry.register(_SchedulerCollector(state))
-        self.registry.register(_PoolCollector(state))
+    def attach(self, scheduler: Scheduler, fallbacks: Sequence[FallbackCounts] = ()) -> None:
+        """Export what the scheduler and the services' fallback counters hold, read at each scrape."""
+        self.registry.register(_SchedulerCollector(scheduler))
+        self.registry.register(_PoolCollector(scheduler, fallbacks))
 
     def observe(self, ctx: RequestContext, status: int, end_ns: int) -> None:
         """One finished request: dict lookups and integer adds, a microsecond or so."""
@@ -236,15 +232,9 @@ class Metrics:
                                          round((end_ns - ctx.started_ns) / 1e6, 1), first, ctx.tokens_in,
                                          ctx.tokens_out))  # fmt: skip
 
-    async def render(self, state: AppState) -> bytes:
-        if state.jobs is not None:
-            rows = await state.jobs.store.db.fetch("SELECT state, COUNT(*) AS n FROM vlm_batch_items GROUP BY state")
+    async def render(self, jobs: JobsRuntime | None) -> bytes:
+        if jobs is not None:
+            rows = await jobs.store.db.fetch("SELECT state, COUNT(*) AS n FROM vlm_batch_items GROUP BY state")
             for row in rows:
                 self.batch_lines.labels(str(row["state"])).set(int(row["n"]))
         return generate_latest(self.registry)
-
-
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    state: AppState = request.app.state.vlm
-    return Response(await state.metrics.render(state), media_type=CONTENT_TYPE_LATEST)

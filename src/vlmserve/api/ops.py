@@ -6,7 +6,7 @@ the default model) can serve (its files are there, or its remote engine answers)
 when it cannot. `"degraded"` (still 200) means that model is fine and another engine is unreachable. The Flask
 wrappers' fields come first (`status`, `ollama`: "connected" / "disconnected", `model`), vlmserve's after.
 `warnings` names each model whose files are missing or whose engine does not answer, in the words the start-up
-log used (service/preflight.py).
+log used (service/preflight.py). `GET /metrics` exports the app's Prometheus registry (api/metrics.py).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import asdict
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 from starlette.responses import PlainTextResponse, Response
 
@@ -136,3 +137,10 @@ async def health(request: Request) -> Response:
 async def api_health(request: Request) -> Response:
     """`GET /health` under the path the Flask wrapper's README probes Ollama with."""
     return await health(request)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text format (api/metrics.py)."""
+    state = state_of(request)
+    return Response(await state.metrics.render(state.jobs), media_type=CONTENT_TYPE_LATEST)
