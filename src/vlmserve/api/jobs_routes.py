@@ -28,6 +28,7 @@ from vlmserve.api.wire import JsonRoute
 from vlmserve.context import current, note_model
 from vlmserve.domain.types import Capability
 from vlmserve.errors import NotFound, VlmServeError
+from vlmserve.jobs.model import JobStatus
 from vlmserve.media.images import decode_base64
 
 router = APIRouter(tags=["jobs"], route_class=JsonRoute)
@@ -50,12 +51,12 @@ class Job(BaseModel):
 
 
 def job_object(row: dict[str, Any]) -> dict[str, Any]:
-    status = "pending" if row["status"] in ("pending", "running") else row["status"]
+    status = JobStatus(row["status"])
     obj: dict[str, Any] = {
         "id": row["id"],
         "object": "job",
         "kind": row["kind"],
-        "status": status,
+        "status": (JobStatus.PENDING if status is JobStatus.RUNNING else status).value,
         "created_at": int(row["created_at"]),
         "completed_at": None if row["completed_at"] is None else int(row["completed_at"]),
     }
@@ -86,14 +87,14 @@ async def analyze_async(body: AnalyzeRequest, request: Request) -> Response:
     jobs = jobs_of(request)
     decode_base64(body.image_base64.split(",", 1)[-1], field="image_base64")  # bad base64 is a 400 now
     ctx = current.get()
-    row = await jobs.store.create_job("analyze", _checked_body(body, request), ctx.key_id if ctx else None)
+    row = await jobs.store.jobs.create_job("analyze", _checked_body(body, request), ctx.key_id if ctx else None)
     jobs.wake()
     return JSONBytes({**job_object(row), "job_id": row["id"]}, status_code=202)
 
 
 @router.get("/job/{job_id}", response_model=Job)
 async def get_job(job_id: str, request: Request) -> Response:
-    row = await jobs_of(request).store.get_job(job_id)
+    row = await jobs_of(request).store.jobs.get_job(job_id)
     ctx = current.get()
     asker = ctx.key_id if ctx is not None else None
     if row is None or (asker is not None and row["key_id"] not in (None, asker)):

@@ -234,7 +234,6 @@ class Metrics:
 
     async def render(self, jobs: JobsRuntime | None) -> bytes:
         if jobs is not None:
-            rows = await jobs.store.db.fetch("SELECT state, COUNT(*) AS n FROM vlm_batch_items GROUP BY state")
-            for row in rows:
-                self.batch_lines.labels(str(row["state"])).set(int(row["n"]))
+            for item_state, n in (await jobs.store.batches.item_state_counts()).items():
+                self.batch_lines.labels(item_state).set(n)
         return generate_latest(self.registry)

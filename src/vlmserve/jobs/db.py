@@ -1,5 +1,6 @@
 """Two database drivers behind one small interface: SQLite (stdlib, one connection in one thread) and
-PostgreSQL (asyncpg pool). SQL is written once with `?` placeholders; the PostgreSQL driver numbers them.
+PostgreSQL (asyncpg pool). Statements are `Query` objects from queries.py, written once with `?` placeholders
+and numbered for PostgreSQL when built; a plain string (tests, one-off tools) is numbered on each call.
 
 `tx()` is a transaction; `fetch` / `execute` outside one run in autocommit. The SQLite driver serializes all
 use of its connection with an asyncio lock (a transaction spans awaits), and takes the write lock at BEGIN
@@ -18,19 +19,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from vlmserve.jobs import queries as q
 from vlmserve.jobs.migrations import MIGRATIONS
+from vlmserve.jobs.sqltext import Query, numbered, sql
 
 Row = dict[str, Any]
+Statement = Query | str
 T = TypeVar("T")
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 class Conn(Protocol):
-    async def fetch(self, sql: str, *args: Any) -> list[Row]: ...
+    async def fetch(self, stmt: Statement, *args: Any) -> list[Row]: ...
 
-    async def execute(self, sql: str, *args: Any) -> int: ...
+    async def execute(self, stmt: Statement, *args: Any) -> int: ...
 
-    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None: ...
+    async def executemany(self, stmt: Statement, rows: list[tuple[Any, ...]]) -> None: ...
 
 
 class Driver(Conn, Protocol):
@@ -56,9 +60,8 @@ class SqliteDriver:
         def connect() -> sqlite3.Connection:
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a committed row survives kill -9
-            db.execute("PRAGMA busy_timeout=30000")
+            for pragma in q.SQLITE_PRAGMAS:
+                db.execute(pragma)
             return db
 
         return cls(await asyncio.to_thread(connect))
@@ -66,34 +69,37 @@ class SqliteDriver:
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
 
-    def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[Row]:
-        return [dict(row) for row in self._db.execute(sql, args).fetchall()]
+    def _fetch(self, stmt: Statement, args: tuple[Any, ...]) -> list[Row]:
+        return [dict(row) for row in self._db.execute(_sqlite(stmt), args).fetchall()]
 
-    def _execute(self, sql: str, args: tuple[Any, ...]) -> int:
-        return self._db.execute(sql, args).rowcount
+    def _execute(self, stmt: Statement, args: tuple[Any, ...]) -> int:
+        return self._db.execute(_sqlite(stmt), args).rowcount
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+    def _executemany(self, stmt: Statement, rows: list[tuple[Any, ...]]) -> None:
+        self._db.executemany(_sqlite(stmt), rows)
+
+    async def fetch(self, stmt: Statement, *args: Any) -> list[Row]:
         async with self._lock:
-            return await self._call(lambda: self._fetch(sql, args))
+            return await self._call(lambda: self._fetch(stmt, args))
 
-    async def execute(self, sql: str, *args: Any) -> int:
+    async def execute(self, stmt: Statement, *args: Any) -> int:
         async with self._lock:
-            return await self._call(lambda: self._execute(sql, args))
+            return await self._call(lambda: self._execute(stmt, args))
 
-    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    async def executemany(self, stmt: Statement, rows: list[tuple[Any, ...]]) -> None:
         async with self.tx() as conn:
-            await conn.executemany(sql, rows)
+            await conn.executemany(stmt, rows)
 
     @contextlib.asynccontextmanager
     async def tx(self) -> AsyncIterator[Conn]:
         async with self._lock:
-            await self._call(lambda: self._db.execute("BEGIN IMMEDIATE"))
+            await self._call(lambda: self._db.execute(q.SQLITE_BEGIN))
             try:
                 yield _SqliteTx(self)
             except BaseException:
-                await self._call(lambda: self._db.execute("ROLLBACK"))
+                await self._call(lambda: self._db.execute(q.SQLITE_ROLLBACK))
                 raise
-            await self._call(lambda: self._db.execute("COMMIT"))
+            await self._call(lambda: self._db.execute(q.SQLITE_COMMIT))
 
     async def close(self) -> None:
         async with self._lock:
@@ -105,25 +111,22 @@ class _SqliteTx:
     def __init__(self, driver: SqliteDriver) -> None:
         self._d = driver
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return await self._d._call(lambda: self._d._fetch(sql, args))
+    async def fetch(self, stmt: Statement, *args: Any) -> list[Row]:
+        return await self._d._call(lambda: self._d._fetch(stmt, args))
 
-    async def execute(self, sql: str, *args: Any) -> int:
-        return await self._d._call(lambda: self._d._execute(sql, args))
+    async def execute(self, stmt: Statement, *args: Any) -> int:
+        return await self._d._call(lambda: self._d._execute(stmt, args))
 
-    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        await self._d._call(lambda: self._d._db.executemany(sql, rows))
+    async def executemany(self, stmt: Statement, rows: list[tuple[Any, ...]]) -> None:
+        await self._d._call(lambda: self._d._executemany(stmt, rows))
 
 
-def _numbered(sql: str) -> str:
-    count = 0
+def _sqlite(stmt: Statement) -> str:
+    return stmt.sqlite if isinstance(stmt, Query) else stmt
 
-    def next_placeholder(_: re.Match[str]) -> str:
-        nonlocal count
-        count += 1
-        return f"${count}"
 
-    return re.sub(r"\?", next_placeholder, sql)
+def _postgres(stmt: Statement) -> str:
+    return stmt.postgres if isinstance(stmt, Query) else numbered(stmt)
 
 
 def _rowcount(status: str) -> int:
@@ -135,14 +138,14 @@ class _PgConn:
     def __init__(self, conn: Any) -> None:
         self._c = conn
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
-        return [dict(row) for row in await self._c.fetch(_numbered(sql), *args)]
+    async def fetch(self, stmt: Statement, *args: Any) -> list[Row]:
+        return [dict(row) for row in await self._c.fetch(_postgres(stmt), *args)]
 
-    async def execute(self, sql: str, *args: Any) -> int:
-        return _rowcount(await self._c.execute(_numbered(sql), *args))
+    async def execute(self, stmt: Statement, *args: Any) -> int:
+        return _rowcount(await self._c.execute(_postgres(stmt), *args))
 
-    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        await self._c.executemany(_numbered(sql), rows)
+    async def executemany(self, stmt: Statement, rows: list[tuple[Any, ...]]) -> None:
+        await self._c.executemany(_postgres(stmt), rows)
 
 
 class PostgresDriver:
@@ -162,24 +165,24 @@ class PostgresDriver:
             conn = await asyncpg.connect(dsn)
             try:
                 with contextlib.suppress(asyncpg.UniqueViolationError):  # two processes creating it at once
-                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+                    await conn.execute(q.PG_CREATE_SCHEMA.format(schema=schema))
             finally:
                 await conn.close()
             settings["search_path"] = schema
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8, server_settings=settings)
         return cls(pool)
 
-    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+    async def fetch(self, stmt: Statement, *args: Any) -> list[Row]:
         async with self._pool.acquire() as conn:
-            return await _PgConn(conn).fetch(sql, *args)
+            return await _PgConn(conn).fetch(stmt, *args)
 
-    async def execute(self, sql: str, *args: Any) -> int:
+    async def execute(self, stmt: Statement, *args: Any) -> int:
         async with self._pool.acquire() as conn:
-            return await _PgConn(conn).execute(sql, *args)
+            return await _PgConn(conn).execute(stmt, *args)
 
-    async def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    async def executemany(self, stmt: Statement, rows: list[tuple[Any, ...]]) -> None:
         async with self.tx() as conn:
-            await conn.executemany(sql, rows)
+            await conn.executemany(stmt, rows)
 
     @contextlib.asynccontextmanager
     async def tx(self) -> AsyncIterator[Conn]:
@@ -196,20 +199,15 @@ async def migrate(driver: Driver) -> list[int]:
     applied_now: list[int] = []
     async with driver.tx() as conn:
         if driver.dialect == "postgres":  # one process migrates at a time; the others then see it done
-            await conn.execute("SELECT pg_advisory_xact_lock(7411002)")
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS vlm_migrations "
-            "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
-        )
-        done = {row["version"] for row in await conn.fetch("SELECT version FROM vlm_migrations")}
+            await conn.execute(q.MIGRATIONS_LOCK)
+        await conn.execute(q.MIGRATIONS_TABLE)
+        done = {row["version"] for row in await conn.fetch(q.MIGRATIONS_DONE)}
         for version, name, statements in MIGRATIONS:
             if version in done:
                 continue
             for statement in statements:
-                await conn.execute(statement.replace("{blob}", blob))
-            await conn.execute(
-                "INSERT INTO vlm_migrations (version, name, applied_at) VALUES (?, ?, ?)", version, name, time.time()
-            )
+                await conn.execute(sql(statement.replace("{blob}", blob)))
+            await conn.execute(q.MIGRATION_APPLIED, version, name, time.time())
             applied_now.append(version)
     return applied_now
 

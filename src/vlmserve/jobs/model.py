@@ -1,4 +1,5 @@
-"""Plain types of the batch layer: statuses, parsed input lines, one line's outcome, ids."""
+"""Plain types of the batch layer: statuses (batches, their lines, async jobs), parsed input lines, one line's
+outcome, ids."""
 
 from __future__ import annotations
 
@@ -27,6 +28,15 @@ class ItemState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"  # never ran: the batch was cancelled
     EXPIRED = "expired"  # never ran: the completion window passed
+
+
+class JobStatus(StrEnum):
+    """An async single job's status (`vlm_jobs.status`); GET /job/{id} shows `running` as `pending`."""
+
+    PENDING = "pending"
+    RUNNING = "running"  # claimed: `owner` holds it until `lease_until`
+    COMPLETE = "complete"  # the deployment service's word (batches say `completed`)
+    FAILED = "failed"
 
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/completions", "/v1/responses")

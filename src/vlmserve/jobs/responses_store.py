@@ -12,22 +12,10 @@ from typing import Any
 
 import orjson
 
+from vlmserve.jobs import queries as q
 from vlmserve.jobs.db import Driver, Row
 
 MAX_CHAIN = 1000  # responses of one conversation read back for previous_response_id
-
-SAVE = (
-    "INSERT INTO vlm_responses (id, key_id, previous_id, status, created_at, updated_at, input_items, response) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (id) DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at, "
-    "response = excluded.response"
-)
-GET = (
-    "SELECT id, key_id, previous_id, status, created_at, updated_at, input_items, response "
-    "FROM vlm_responses WHERE id = ?"
-)
-GET_LINK = "SELECT id, key_id, previous_id, input_items, response FROM vlm_responses WHERE id = ?"
-DELETE = "DELETE FROM vlm_responses WHERE id = ?"
 
 
 def _json(text: str | None) -> Any:
@@ -42,7 +30,7 @@ class ResponsesStore:
         """Insert the response, or update its status and object (a background response as it runs)."""
         now = time.time()
         await self.db.execute(
-            SAVE,
+            q.RESPONSE_SAVE,
             response["id"],
             key_id,
             response.get("previous_response_id"),
@@ -56,7 +44,7 @@ class ResponsesStore:
     async def get(self, response_id: str, key_id: str | None) -> Row | None:
         """The row, with `response` and `input_items` decoded; None when missing or another key's (a response
         made with a key is that key's alone; one made with no key is open to all)."""
-        rows = await self.db.fetch(GET, response_id)
+        rows = await self.db.fetch(q.RESPONSE_GET, response_id)
         if not rows or not _owned(rows[0], key_id):
             return None
         row = rows[0]
@@ -65,7 +53,7 @@ class ResponsesStore:
     async def delete(self, response_id: str, key_id: str | None) -> bool:
         if await self.get(response_id, key_id) is None:
             return False
-        return await self.db.execute(DELETE, response_id) > 0
+        return await self.db.execute(q.RESPONSE_DELETE, response_id) > 0
 
     async def conversation(self, response_id: str, key_id: str | None) -> list[dict[str, Any]] | None:
         """Every item of the conversation up to and including `response_id` (each response's input items,
@@ -73,7 +61,7 @@ class ResponsesStore:
         links: list[Row] = []
         next_id: str | None = response_id
         while next_id is not None and len(links) < MAX_CHAIN:
-            rows = await self.db.fetch(GET_LINK, next_id)
+            rows = await self.db.fetch(q.RESPONSE_LINK, next_id)
             if not rows or not _owned(rows[0], key_id):
                 if not links:
                     return None

@@ -24,8 +24,9 @@ from typing import Any
 import orjson
 
 from vlmserve.errors import VlmServeError, retry_after_of
+from vlmserve.jobs.batch_store import LostLease
 from vlmserve.jobs.model import BatchStatus, ItemState, LineError, LineOutcome, ParsedLine
-from vlmserve.jobs.store import LostLease, Store
+from vlmserve.jobs.store import Store
 from vlmserve.jobs.validate import ModelCheck, parse_batch_input
 
 log = logging.getLogger("vlmserve.batches")
@@ -117,7 +118,7 @@ class BatchWorker:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
-            await self.store.release(self.owner)
+            await self.store.leases.release(self.owner)
 
     async def _main(self) -> None:
         while True:
@@ -133,14 +134,14 @@ class BatchWorker:
         while True:
             await asyncio.sleep(self.config.lease / 3)
             try:
-                await self.store.renew(self.owner, self.config.lease)
+                await self.store.leases.renew(self.owner, self.config.lease)
             except Exception:
                 log.exception("lease renewal failed")
 
     async def tick(self) -> None:
         now = time.time()
         open_states = (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING)
-        for batch in await self.store.batches_in(*open_states):
+        for batch in await self.store.batches.batches_in(*open_states):
             status = BatchStatus(batch["status"])
             if status == BatchStatus.VALIDATING:
                 await self._validate(batch)
@@ -151,7 +152,7 @@ class BatchWorker:
             elif batch["expires_at"] <= now:
                 await self._finalize(batch, BatchStatus.EXPIRED)
             elif batch["id"] not in self._runners:
-                if await self.store.unrun_left(batch["id"]) == 0:
+                if await self.store.batches.unrun_left(batch["id"]) == 0:
                     await self._finalize(batch, BatchStatus.COMPLETED)
                 else:
                     task = asyncio.get_running_loop().create_task(self._run_batch(batch["id"], batch["endpoint"]))
@@ -159,27 +160,27 @@ class BatchWorker:
         await self._claim_jobs()
         if now - self._last_purge > 60:
             self._last_purge = now
-            await self.store.purge_expired_files()
+            await self.store.files.purge_expired_files()
 
     # ---- validation
     async def _validate(self, batch: dict[str, Any]) -> None:
-        if not await self.store.claim_batch(batch["id"], self.owner, self.config.lease, BatchStatus.VALIDATING):
+        if not await self.store.batches.claim_batch(batch["id"], self.owner, self.config.lease, BatchStatus.VALIDATING):
             return
-        file = await self.store.get_file(batch["input_file_id"])
+        file = await self.store.files.get_file(batch["input_file_id"])
         if file is None:
             errors = [LineError("file_not_found", f"input file {batch['input_file_id']} not found",
                                 param="input_file_id")]  # fmt: skip
             lines: list[ParsedLine] = []
         else:
-            content = await self.store.file_content(file["id"])
+            content = await self.store.files.file_content(file["id"])
             lines, errors = await asyncio.to_thread(
                 parse_batch_input, content, batch["endpoint"], self.config.max_lines, self.check_model,
                 self._access_of(batch),
             )  # fmt: skip
         if errors:
-            await self.store.fail_batch(batch["id"], self.owner, [e.as_dict() for e in errors])
+            await self.store.batches.fail_batch(batch["id"], self.owner, [e.as_dict() for e in errors])
             log.info("batch %s failed validation: %d errors", batch["id"], len(errors))
-        elif await self.store.start_batch(batch["id"], self.owner, lines):
+        elif await self.store.batches.start_batch(batch["id"], self.owner, lines):
             log.info("batch %s in progress: %d requests", batch["id"], len(lines))
         self.wake()
 
@@ -197,9 +198,10 @@ class BatchWorker:
         engine call of this batch ends, while results are stored and the next lines claimed alongside."""
         slots = asyncio.Semaphore(self.config.concurrency)
         running: set[asyncio.Task[None]] = set()
+        batches = self.store.batches
         try:
             while True:
-                items = await self.store.claim_items(batch_id, self.owner, self.config.concurrency, self.config.lease)
+                items = await batches.claim_items(batch_id, self.owner, self.config.concurrency, self.config.lease)
                 if not items:
                     if not running:
                         return
@@ -245,7 +247,7 @@ class BatchWorker:
             delay = max(self.config.backoff * 2 ** (attempt - 1), outcome.retry_after or 0.0)
             await asyncio.sleep(min(delay, 30.0))
         try:
-            if not await self.store.finish_item(batch_id, item["line_no"], self.owner, request_id, outcome):
+            if not await self.store.batches.finish_item(batch_id, item["line_no"], self.owner, request_id, outcome):
                 log.warning("batch %s line %d: claim lost, result dropped", batch_id, item["line_no"])
         except Exception:
             log.exception("batch %s line %d: storing the result failed; it will run again", batch_id,
@@ -253,24 +255,24 @@ class BatchWorker:
 
     # ---- finalization
     async def _finalize(self, batch: dict[str, Any], target: BatchStatus | None) -> None:
-        batch_id = batch["id"]
-        if target == BatchStatus.COMPLETED and await self.store.unrun_left(batch_id):
+        batch_id, batches = batch["id"], self.store.batches
+        if target == BatchStatus.COMPLETED and await batches.unrun_left(batch_id):
             return
-        if target in (BatchStatus.EXPIRED, BatchStatus.CANCELLED, None) and await self.store.live_running(batch_id):
+        if target in (BatchStatus.EXPIRED, BatchStatus.CANCELLED, None) and await batches.live_running(batch_id):
             return  # lines in flight finish first: their results are kept
         claimable = (BatchStatus.IN_PROGRESS, BatchStatus.CANCELLING, BatchStatus.FINALIZING)
-        if not await self.store.claim_batch(batch_id, self.owner, self.config.lease, *claimable):
+        if not await self.store.batches.claim_batch(batch_id, self.owner, self.config.lease, *claimable):
             return
-        counts = await self.store.batch_counts(batch_id)
+        counts = await self.store.batches.batch_counts(batch_id)
         if target is None:  # a finalizer died: finish what it started
             target = BatchStatus.EXPIRED if ItemState.EXPIRED in counts else BatchStatus.COMPLETED
         if target != BatchStatus.CANCELLED:
-            await self.store.set_batch_status(batch_id, self.owner, BatchStatus.FINALIZING)
+            await self.store.batches.set_batch_status(batch_id, self.owner, BatchStatus.FINALIZING)
         if target in (BatchStatus.EXPIRED, BatchStatus.CANCELLED):
-            await self.store.close_out_items(batch_id, ItemState(target.value))
+            await self.store.batches.close_out_items(batch_id, ItemState(target.value))
         output, errors = bytearray(), bytearray()
         after = 0
-        while rows := await self.store.items_page(batch_id, after, PAGE):
+        while rows := await self.store.batches.items_page(batch_id, after, PAGE):
             for row in rows:
                 if row["state"] == ItemState.SUCCEEDED:
                     output += orjson.dumps(_result_line(row, batch_id)) + b"\n"
@@ -279,7 +281,7 @@ class BatchWorker:
             after = rows[-1]["line_no"]
         files = [(kind, bytes(data)) for kind, data in (("batch_output", output), ("batch_error", errors)) if data]
         try:
-            await self.store.close_batch(batch_id, self.owner, target, files)
+            await self.store.batches.close_batch(batch_id, self.owner, target, files)
             log.info("batch %s %s", batch_id, target.value)
         except LostLease:
             log.warning("batch %s: finalization taken over by another process", batch_id)
@@ -289,7 +291,7 @@ class BatchWorker:
         free = self.config.job_concurrency - len(self._jobs)
         if free <= 0:
             return
-        for job in await self.store.claim_jobs(self.owner, free, self.config.lease):
+        for job in await self.store.jobs.claim_jobs(self.owner, free, self.config.lease):
             task = asyncio.get_running_loop().create_task(self._run_job(job))
             self._jobs.add(task)
             task.add_done_callback(self._jobs.discard)
@@ -312,5 +314,5 @@ class BatchWorker:
                 error = {"message": f"internal error: {exc.__class__.__name__}", "type": "server_error",
                          "code": None, "status": 500}  # fmt: skip
                 break
-        await self.store.finish_job(job["id"], self.owner, result, error)
+        await self.store.jobs.finish_job(job["id"], self.owner, result, error)
         self.wake()

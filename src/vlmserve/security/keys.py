@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from vlmserve.config import Settings, StaticApiKey
+from vlmserve.jobs import queries as q
 from vlmserve.jobs.db import Driver, Row
 
 log = logging.getLogger("vlmserve.keys")
@@ -130,8 +131,7 @@ class KeyStore:
             prefix=secret[:7],
         )
         await self.db.execute(
-            "INSERT INTO vlm_api_keys (id, name, hash, prefix, scopes, models, rpm, tpm, concurrency, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            q.KEY_INSERT,
             key.id,
             name,
             hash_secret(secret),
@@ -146,22 +146,20 @@ class KeyStore:
         return secret, key
 
     async def list(self, include_revoked: bool = False) -> list[ApiKey]:
-        where = "" if include_revoked else " WHERE revoked_at IS NULL"
-        return [_from_row(r) for r in await self.db.fetch(f"SELECT * FROM vlm_api_keys{where} ORDER BY created_at")]
+        rows = await self.db.fetch(q.KEYS_LIST if include_revoked else q.KEYS_LIST_ACTIVE)
+        return [_from_row(r) for r in rows]
 
     async def revoke(self, key_id: str) -> bool:
-        changed = await self.db.execute(
-            "UPDATE vlm_api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", time.time(), key_id
-        )
+        changed = await self.db.execute(q.KEY_REVOKE, time.time(), key_id)
         return changed > 0
 
     async def delete_all(self) -> int:
         """Forget every key, revoked ones too: the only way back to a server without authentication."""
-        return await self.db.execute("DELETE FROM vlm_api_keys")
+        return await self.db.execute(q.KEYS_DELETE)
 
     async def active_by_hash(self) -> tuple[dict[str, ApiKey], bool]:
         """(hash -> key of the active keys, whether any key was ever created)."""
-        rows = await self.db.fetch("SELECT * FROM vlm_api_keys")
+        rows = await self.db.fetch(q.KEYS_ALL)
         return {r["hash"]: _from_row(r) for r in rows if r["revoked_at"] is None}, bool(rows)
 
 

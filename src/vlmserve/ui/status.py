@@ -66,10 +66,10 @@ async def batch_rows(state: AppState, limit: int = RECENT_BATCHES) -> list[dict[
     if state.jobs is None:
         return []
     store = state.jobs.store
-    rows, _more = await store.list_batches(None, limit)
+    rows, _more = await store.batches.list_batches(None, limit)
     out = []
     for row in rows:
-        batch = batch_object(row, await store.batch_counts(row["id"]))
+        batch = batch_object(row, await store.batches.batch_counts(row["id"]))
         out.append({key: batch.get(key) for key in ("id", "status", "endpoint", "created_at", "request_counts")})
     return out
 

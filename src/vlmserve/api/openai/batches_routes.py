@@ -69,10 +69,10 @@ def batch_object(row: dict[str, Any], counts: dict[str, tuple[int, int, int]]) -
 
 
 async def _render(jobs: JobsRuntime, batch_id: str) -> dict[str, Any]:
-    row = await jobs.store.get_batch(batch_id)
+    row = await jobs.store.batches.get_batch(batch_id)
     if row is None:
         raise NotFound(f"no batch with id '{batch_id}'", param="batch_id")
-    return batch_object(row, await jobs.store.batch_counts(batch_id))
+    return batch_object(row, await jobs.store.batches.batch_counts(batch_id))
 
 
 MAX_WINDOW = 7 * 86_400  # OpenAI takes only "24h"; shorter windows (tests, quick jobs) and up to a week here
@@ -101,7 +101,7 @@ async def create_batch(body: BatchCreate, request: Request) -> Response:
     if file["purpose"] != "batch":
         raise BadRequest(f"file {file['id']} has purpose '{file['purpose']}', not 'batch'", param="input_file_id")
     ctx = current.get()  # the API key's model allowlist goes with the batch: its lines may use only those models
-    row = await jobs.store.create_batch(
+    row = await jobs.store.batches.create_batch(
         body.endpoint, body.input_file_id, body.completion_window, seconds, body.metadata,
         ctx.models if ctx is not None else None,
     )  # fmt: skip
@@ -112,8 +112,8 @@ async def create_batch(body: BatchCreate, request: Request) -> Response:
 @router.get("/batches")
 async def list_batches(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100)) -> Response:
     jobs = jobs_of(request)
-    rows, has_more = await jobs.store.list_batches(after, limit)
-    data = [batch_object(row, await jobs.store.batch_counts(row["id"])) for row in rows]
+    rows, has_more = await jobs.store.batches.list_batches(after, limit)
+    data = [batch_object(row, await jobs.store.batches.batch_counts(row["id"])) for row in rows]
     return JSONBytes(adapter.list_page(data, has_more))
 
 
@@ -127,7 +127,7 @@ async def cancel_batch(batch_id: str, request: Request) -> Response:
     jobs = jobs_of(request)
     current = await _render(jobs, batch_id)
     if current["status"] in (BatchStatus.VALIDATING, BatchStatus.IN_PROGRESS):
-        await jobs.store.request_cancel(batch_id)
+        await jobs.store.batches.request_cancel(batch_id)
         jobs.wake()
         return JSONBytes(await _render(jobs, batch_id))
     if current["status"] in (BatchStatus.CANCELLING, BatchStatus.CANCELLED):

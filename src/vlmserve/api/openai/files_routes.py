@@ -62,7 +62,7 @@ def _expires_at(fields: dict[str, str]) -> float | None:
 
 
 async def get_file_row(jobs: JobsRuntime, file_id: str) -> dict[str, Any]:
-    row = await jobs.store.get_file(file_id)
+    row = await jobs.store.files.get_file(file_id)
     if row is None:
         raise NotFound(f"no file with id '{file_id}'", param="file_id")
     return row
@@ -90,7 +90,7 @@ async def upload_file(request: Request) -> Response:
         if lines > jobs.max_lines:
             raise BadRequest(f"a batch input file may have at most {jobs.max_lines} lines, not {lines}",
                              param="file")  # fmt: skip
-    row = await jobs.store.create_file(purpose, upload.filename or "upload", data, _expires_at(fields), lines)
+    row = await jobs.store.files.create_file(purpose, upload.filename or "upload", data, _expires_at(fields), lines)
     return JSONBytes(file_object(row))
 
 
@@ -102,7 +102,7 @@ async def list_files(
     order: str = Query("desc", pattern="^(asc|desc)$"),
     after: str | None = None,
 ) -> Response:
-    rows, has_more = await jobs_of(request).store.list_files(purpose, limit, order, after)
+    rows, has_more = await jobs_of(request).store.files.list_files(purpose, limit, order, after)
     data = [file_object(row) for row in rows]
     return JSONBytes(adapter.list_page(data, has_more))
 
@@ -117,12 +117,12 @@ async def file_content(file_id: str, request: Request) -> Response:
     jobs = jobs_of(request)
     row = await get_file_row(jobs, file_id)
     media = "application/jsonl" if row["filename"].endswith(".jsonl") else "application/octet-stream"
-    return Response(await jobs.store.file_content(file_id), media_type=media)
+    return Response(await jobs.store.files.file_content(file_id), media_type=media)
 
 
 @router.delete("/files/{file_id}")
 async def delete_file(file_id: str, request: Request) -> Response:
     jobs = jobs_of(request)
     await get_file_row(jobs, file_id)
-    deleted = await jobs.store.delete_file(file_id)
+    deleted = await jobs.store.files.delete_file(file_id)
     return JSONBytes({"id": file_id, "object": "file", "deleted": deleted})

@@ -147,7 +147,7 @@ async def submit_background(state: AppState, body: p.ResponsesRequest, client: s
     base = {**objects.envelope(body, codec.new_id("resp"), spec.name), "status": "queued"}
     await store_of(state).save(base, objects.stored_items(body), key)
     job = {"id": base["id"], "body": pinned, "client": client, "key_id": key}
-    await state.jobs.store.create_job(JOB_KIND, job, key)
+    await state.jobs.store.jobs.create_job(JOB_KIND, job, key)
     state.jobs.wake()
     return base
 
