@@ -56,6 +56,9 @@ class ScriptedBackend:
         self._loaded = False
         self.rss = None  # a fresh process starts from its estimate
 
+    async def aclose(self) -> None:
+        pass
+
     async def health(self) -> bool:
         return self._loaded
 

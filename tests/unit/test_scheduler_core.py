@@ -41,6 +41,9 @@ class FakeBackend:
         self.stops += 1
         self._loaded = False
 
+    async def aclose(self) -> None:
+        pass
+
     async def health(self) -> bool:
         return self._loaded
 

@@ -51,6 +51,9 @@ class GpuFakeBackend:
     async def stop(self) -> None:
         self._loaded = False
 
+    async def aclose(self) -> None:
+        pass
+
     async def health(self) -> bool:
         return self._loaded
 

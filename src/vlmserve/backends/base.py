@@ -27,7 +27,12 @@ class Backend(Protocol):
         ...
 
     async def stop(self) -> None:
-        """Unload: a local runner exits and frees its memory."""
+        """Unload: a local runner exits and frees its memory. The backend can start() again."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what outlives stop() (a remote engine's HTTP connections) for good: called once the backend is
+        replaced or the server ends, after stop(), even when stop() failed."""
         ...
 
     async def health(self) -> bool:

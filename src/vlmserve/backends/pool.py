@@ -47,8 +47,6 @@ AFFINITY_SLACK = 2  # requests in flight beyond the least busy replica at which 
 class MemberBackend(Backend, Protocol):
     """A remote backend for one URL (OllamaBackend, OpenAICompatibleBackend)."""
 
-    async def aclose(self) -> None: ...
-
 
 class Verdict(enum.Enum):
     FATAL = "fatal"  # the request's own fault (4xx) or not an engine failure: propagate as is

@@ -169,6 +169,9 @@ class LocalRunnerBackend:
         async with self._lock:
             await self._stop_locked()
 
+    async def aclose(self) -> None:
+        """Nothing outlives stop() here: the runner's process and its client end with it."""
+
     async def _stop_locked(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()

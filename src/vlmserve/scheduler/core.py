@@ -190,12 +190,7 @@ class Scheduler:
         for job in list(self._jobs):
             job.cancel()
         for runtime in self._models.values():
-            with contextlib.suppress(Exception):
-                await runtime.backend.stop()
-            aclose = getattr(runtime.backend, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            await close_backend(runtime.backend)
 
     async def _run(self) -> None:
         while True:

@@ -82,14 +82,14 @@ class Jobs:
 
 
 async def close_backend(backend: Backend) -> None:
-    """Stop a backend that is being replaced and close its connections; what fails is logged, not raised."""
+    """Stop a backend that is replaced (or the server ends), then close its connections, each step on its own:
+    a failing stop() still gets aclose(). What fails is logged with the model's name, never raised."""
+    name = backend.spec.name
     try:
         await backend.stop()
     except Exception:
-        log.exception("stopping a replaced engine failed")
-    aclose = getattr(backend, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:
-            log.exception("closing a replaced engine failed")
+        log.exception("stopping the engine of %s failed", name)
+    try:
+        await backend.aclose()
+    except Exception:
+        log.exception("closing the engine of %s failed", name)
