@@ -12,6 +12,7 @@ from fastapi import APIRouter, FastAPI
 
 from vlmserve import __version__
 from vlmserve.api import admin, admin_compat, admin_keys, generate, jobs_routes, ops, simple
+from vlmserve.api.anthropic.routes import router as anthropic_router
 from vlmserve.api.batch_runtime import start_jobs, stop_jobs
 from vlmserve.api.gateway import open_security
 from vlmserve.api.handlers import install_error_handlers
@@ -43,6 +44,7 @@ log = logging.getLogger("vlmserve")
 ROUTERS: tuple[APIRouter, ...] = (
     openai_router,
     responses_router,
+    anthropic_router,
     audio_router,
     files_router,
     batches_router,

@@ -31,14 +31,17 @@ _ID_COUNTER = itertools.count(1)
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    """(X-Request-ID, bearer token) from the raw headers."""
-    rid = token = None
+    """(X-Request-ID, API key) from the raw headers: the key is `Authorization: Bearer <key>`, or Anthropic's
+    `x-api-key: <key>` (the Bearer one when a request sends both)."""
+    rid = token = api_key = None
     for key, value in headers:
         if key == b"x-request-id" and 0 < len(value) <= 200 and value.isascii():
             rid = value.decode()
         elif key == b"authorization" and value[:7].lower() == b"bearer ":
             token = value[7:].strip().decode("latin-1")
-    return rid, token
+        elif key == b"x-api-key":
+            api_key = value.strip().decode("latin-1") or None
+    return rid, token or api_key
 
 
 class Gateway:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from starlette.responses import Response
 
 from vlmserve.api import generate
+from vlmserve.api.anthropic import errors as anthropic_errors
 from vlmserve.api.ollama import errors as ollama_errors
 from vlmserve.api.openai import errors as openai_errors
 from vlmserve.api.state import JSONBytes
@@ -37,12 +38,14 @@ class Surface:
 
 OPENAI = Surface("openai", openai_errors.error_response, json_bodies=True)
 OLLAMA = Surface("ollama", ollama_errors.error_response, json_bodies=True)
+ANTHROPIC = Surface("anthropic", anthropic_errors.error_response, json_bodies=True)
 MULTI_MODEL = Surface("simple", generate.error_response)  # the multi-model server's {"error", "details"}
 MULTI_MODEL_ADMIN = Surface("admin", generate.error_response)
 ADMIN = Surface("admin", plain_error_response)
 SIMPLE = Surface("simple", plain_error_response)  # every other path
 
 PREFIXES: tuple[tuple[str, Surface], ...] = (
+    ("/v1/messages", ANTHROPIC),
     ("/v1/", OPENAI),
     ("/api/", OLLAMA),
     ("/generate/", MULTI_MODEL),

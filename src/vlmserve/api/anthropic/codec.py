@@ -53,7 +53,7 @@ def _image(block: p.ImageBlock, field: str) -> Part:
         if not source.url.lower().startswith(("http://", "https://")):
             raise BadRequest(f"{where}.url: expected an http(s) URL", param=f"{where}.url")
         return ImageURL(source.url, field=f"{where}.url")  # fetched by the media pipeline, under its policy
-    raise BadRequest(f"{where}: file sources are not supported (send base64 or url)", param=f"{where}.type")
+    raise BadRequest(f"{where}.type: file sources are not supported (send base64 or url)", param=f"{where}.type")
 
 
 def _tool_result(block: p.ToolResultBlock, field: str) -> Message:
@@ -87,9 +87,9 @@ def _user(index: int, blocks: list[p.Block]) -> list[Message]:
         elif isinstance(block, p.DocumentBlock):
             raise BadRequest(f"{field}: document blocks are not supported (send text or images)", param=field)
         elif not isinstance(block, p.RedactedThinkingBlock):
-            raise BadRequest(f"{field}: a user message cannot hold {block.type} blocks", param=f"{field}.type")
+            raise BadRequest(f"{field}.type: a user message cannot hold {block.type} blocks", param=f"{field}.type")
     if not parts and not results:
-        raise BadRequest(f"messages[{index}] has no content", param=f"messages[{index}].content")
+        raise BadRequest(f"messages[{index}].content must not be empty", param=f"messages[{index}].content")
     return [*results, Message(role="user", parts=parts)] if parts else results
 
 
@@ -106,7 +106,9 @@ def _assistant(index: int, blocks: list[p.Block]) -> Message:
         elif isinstance(block, p.ToolUseBlock):
             calls.append(ToolCall(id=block.id, name=block.name, arguments=orjson.dumps(block.input).decode()))
         elif not isinstance(block, p.RedactedThinkingBlock):
-            raise BadRequest(f"{field}: an assistant message cannot hold {block.type} blocks", param=f"{field}.type")
+            raise BadRequest(
+                f"{field}.type: an assistant message cannot hold {block.type} blocks", param=f"{field}.type"
+            )
     parts: list[Part] = [TextPart("".join(texts))] if texts else []
     return Message(role="assistant", parts=parts, tool_calls=calls, thinking="".join(thinking) or None)
 
@@ -138,7 +140,7 @@ def _tools(req: p._Context) -> Tools | None:
     choice = req.tool_choice
     if not req.tools:
         if choice is not None and not isinstance(choice, p.ToolChoiceAuto | p.ToolChoiceNone):
-            raise BadRequest("tool_choice needs tools", param="tool_choice")
+            raise BadRequest("tool_choice: needs tools", param="tool_choice")
         return None
     specs = [ToolSpec(t.name, t.description or "", t.input_schema) for t in req.tools]
     tools = Tools(specs=specs)
@@ -151,7 +153,7 @@ def _tools(req: p._Context) -> Tools | None:
         tools.choice = "required"
     elif isinstance(choice, p.ToolChoiceTool):
         if choice.name not in {t.name for t in specs}:
-            raise BadRequest(f"tool_choice names '{choice.name}', which is not in tools", param="tool_choice.name")
+            raise BadRequest(f"tool_choice.name: '{choice.name}' is not in tools", param="tool_choice.name")
         tools.choice, tools.name = "required", choice.name
     return tools
 
@@ -163,7 +165,7 @@ def _think(req: p._Context) -> bool | None:
     if isinstance(thinking, p.ThinkingDisabled):
         return False
     if isinstance(req, p.MessagesRequest) and thinking.budget_tokens >= req.max_tokens:
-        raise BadRequest("thinking.budget_tokens must be less than max_tokens", param="thinking.budget_tokens")
+        raise BadRequest("thinking.budget_tokens: must be less than max_tokens", param="thinking.budget_tokens")
     return True  # engines take thinking on or off (or a level): the budget is checked, not sent
 
 
