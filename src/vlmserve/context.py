@@ -2,6 +2,7 @@
 
 The gateway sets a `RequestContext` for each HTTP request; the services note the resolved model, token counts,
 first-token time, queue wait and engine errors on it. Work outside a request (batch lines) sees None.
+Noting only records; the key's model allowlist is a step of its own (`check_model_visible`, 403).
 """
 
 from __future__ import annotations
@@ -32,13 +33,11 @@ current: ContextVar[RequestContext | None] = ContextVar("vlmserve_request", defa
 
 
 def note_model(name: str) -> None:
-    """The request's model is resolved: check the key's allowlist (first resolution only: pipelines such as
-    ocr-chat resolve their inner models later) and label the request's metrics with it."""
+    """The request's model is resolved: label its metrics and access log with it (the first one noted). Only
+    records: the key's allowlist is checked by the caller, with `check_model_visible`, before this."""
     ctx = current.get()
-    if ctx is None or ctx.model:
-        return
-    check_model_visible(name)
-    ctx.model = name
+    if ctx is not None and not ctx.model:
+        ctx.model = name
 
 
 def model_visible(name: str) -> bool:

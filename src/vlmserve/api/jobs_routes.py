@@ -25,7 +25,7 @@ from vlmserve.api.openai.files_routes import jobs_of
 from vlmserve.api.simple import AnalyzeRequest, Usage
 from vlmserve.api.state import JSONBytes, state_of
 from vlmserve.api.wire import JsonRoute
-from vlmserve.context import current, note_model
+from vlmserve.context import check_model_visible, current, note_model
 from vlmserve.domain.types import Capability
 from vlmserve.errors import NotFound, VlmServeError
 from vlmserve.jobs.model import JobStatus
@@ -78,7 +78,8 @@ def _checked_body(body: AnalyzeRequest, request: Request) -> dict[str, Any]:
         spec = state_of(request).catalog.resolve(body.model, Capability.VISION)
     except VlmServeError:
         return body.model_dump()
-    note_model(spec.name)  # PermissionDenied (model_not_allowed) for a key limited to other models
+    check_model_visible(spec.name)  # PermissionDenied (model_not_allowed) for a key limited to other models
+    note_model(spec.name)
     return {**body.model_dump(), "model": spec.name}
 
 

@@ -11,7 +11,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
-from vlmserve.context import note_error, note_first_token, note_model, note_queue_wait, note_tokens
+from vlmserve.context import (
+    check_model_visible,
+    note_error,
+    note_first_token,
+    note_model,
+    note_queue_wait,
+    note_tokens,
+)
 from vlmserve.domain.spec import INPUT_BYTES_PER_TOKEN, ModelSpec
 from vlmserve.domain.types import (
     Capability,
@@ -69,16 +76,25 @@ class ChatService:
         self.fallbacks: FallbackCounts = FallbackCounts()
 
     async def chat(self, request: ChatRequest) -> ChatStream:
+        spec = self._chat_spec(request)
+        check_model_visible(spec.name)  # the API key's model allowlist: 403 model_not_allowed
+        note_model(spec.name)
+        return await self._chat(spec, request)
+
+    def _chat_spec(self, request: ChatRequest) -> ModelSpec:
+        """The model asked for, refused (400) when it cannot take the request's parts or fields."""
         if not request.messages:
             raise BadRequest("messages must not be empty", param="messages")
-        has_images = any(m.has_images for m in request.messages)
-        has_audio = any(m.has_audio for m in request.messages)
-        wanted = Capability.AUDIO if has_audio else Capability.VISION if has_images else Capability.COMPLETION
+        has_images, has_audio, wanted = _wanted(request)
         spec = self.catalog.resolve(request.model, wanted)
         if has_audio and has_images and not spec.can(Capability.VISION):
             raise UnsupportedCapability(f"model '{spec.name}' does not support images", param="model")
         check_features(spec, request)
-        note_model(spec.name)
+        return spec
+
+    async def _chat(self, spec: ModelSpec, request: ChatRequest) -> ChatStream:
+        """`spec`'s answer, or that of a fallback that can take the request; the key's check is the caller's."""
+        has_images, has_audio, wanted = _wanted(request)
 
         def fits(candidate: ModelSpec) -> bool:
             if has_audio and has_images and not candidate.can(Capability.VISION):
@@ -104,6 +120,7 @@ class ChatService:
 
     async def complete(self, request: CompletionRequest) -> ChatStream:
         spec = self.catalog.resolve(request.model, Capability.COMPLETION)
+        check_model_visible(spec.name)
         note_model(spec.name)
         if spec.engine in ("ocr-chat", "rapidocr"):
             raise BadRequest(f"model '{spec.name}' does not support raw completions", param="model")
@@ -204,11 +221,9 @@ class ChatService:
             if not message.images:
                 messages.append(message)
                 continue
-            read = await self.collect(
-                await self.chat(
-                    ChatRequest(model=ocr_spec.name, messages=[Message(role="user", parts=list(message.images))])
-                )
-            )
+            reading = ChatRequest(model=ocr_spec.name, messages=[Message(role="user", parts=list(message.images))])
+            # a step of the pipeline the key may use: not checked against its allowlist, nor noted as the model
+            read = await self.collect(await self._chat(self._chat_spec(reading), reading))
             # phrasing measured on SmolLM2-135M: question first, then the quoted text, answers best
             question = message.text.strip() or "What does the image say?"
             context = f'{question}\n\nThe image contains this text: "{read.text.strip()}"'
@@ -218,6 +233,14 @@ class ChatService:
         inner = replace(request, model=chat_spec.name, messages=messages, sampling=sampling)
         async for chunk in self._run(chat_spec, inner, timings):
             yield chunk
+
+
+def _wanted(request: ChatRequest) -> tuple[bool, bool, Capability]:
+    """(has images, has audio, the capability the model needs)."""
+    has_images = any(m.has_images for m in request.messages)
+    has_audio = any(m.has_audio for m in request.messages)
+    wanted = Capability.AUDIO if has_audio else Capability.VISION if has_images else Capability.COMPLETION
+    return has_images, has_audio, wanted
 
 
 def _check_input_size(spec: ModelSpec, request: ChatRequest | CompletionRequest) -> None:

@@ -14,7 +14,7 @@ import functools
 from dataclasses import dataclass, replace
 from typing import Any
 
-from vlmserve.context import note_model, note_tokens
+from vlmserve.context import check_model_visible, note_model, note_tokens
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability, EmbedRequest, EmbedResult
 from vlmserve.errors import BadRequest, PayloadTooLarge
@@ -108,6 +108,7 @@ class EmbedService:
         check_sizes(request.inputs, self.limits)
         check_token_ids(request.token_ids, self.limits)
         spec = self.catalog.resolve(request.model, Capability.EMBEDDING)
+        check_model_visible(spec.name)  # the API key's model allowlist: 403 model_not_allowed
         note_model(spec.name)
         if request.token_ids is not None and not spec.takes_token_ids:
             raise BadRequest(f"model '{spec.name}' does not take token ids as input; send text", param="input")

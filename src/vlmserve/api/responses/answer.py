@@ -17,7 +17,7 @@ from vlmserve.api.responses import codec, objects
 from vlmserve.api.responses import protocol as p
 from vlmserve.api.responses.events import ResponseEvents
 from vlmserve.api.state import AppState
-from vlmserve.context import current, note_model
+from vlmserve.context import check_model_visible, current, note_model
 from vlmserve.domain.types import Capability, ChatRequest, SamplingParams, Usage
 from vlmserve.errors import BadRequest, NotFound, Unavailable, VlmServeError
 from vlmserve.jobs.responses_store import ResponsesStore
@@ -142,7 +142,8 @@ async def submit_background(state: AppState, body: p.ResponsesRequest, client: s
     images = any(m.has_images for m in chat.messages)
     spec = state.catalog.resolve(chat.model or None, Capability.VISION if images else Capability.COMPLETION)
     check_features(spec, chat)
-    note_model(spec.name)  # 403 for a key limited to other models
+    check_model_visible(spec.name)  # 403 for a key limited to other models
+    note_model(spec.name)
     pinned = body.model_dump(mode="json", by_alias=True, exclude_none=True) | {"model": spec.name}
     base = {**objects.envelope(body, codec.new_id("resp"), spec.name), "status": "queued"}
     await store_of(state).save(base, objects.stored_items(body), key)
