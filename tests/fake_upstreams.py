@@ -5,8 +5,9 @@ background thread (`with FakeUpstream() as fake:`) or its own process (`python t
 --instant` prints `READY <url>`, serves until SIGTERM). Every instance serves both protocols:
 OpenAI `POST /v1/chat/completions|completions|embeddings` (SSE or JSON), `GET /v1/models`, `GET /health`;
 Ollama `POST /api/chat|generate` (NDJSON or JSON), `POST /api/embed`, `GET /api/version`, `GET /api/tags`.
-`behaviour` (mutable) sets token count, delays, an error status and `instant` mode; request bodies are recorded
-(`last_body(path)`) and streams counted (started / completed / cancelled because the client went away).
+`behaviour` (mutable) sets token count, delays, an error status, a stream cut mid-way (`cut_after`) and `instant`
+mode; request bodies are recorded (`last_body(path)`) and streams counted (started / completed / cancelled
+because the client went away).
 Flaky mode (`fault_rate`, `--fault-rate`): that fraction of inference requests, drawn at random, gets one of
 `faults`: "reset" (the connection is dropped unanswered), "500", or "stall" (silence until the client leaves).
 """
@@ -47,6 +48,7 @@ class Behaviour:
     faults: tuple[str, ...] = ("reset", "500", "stall")
     stall_seconds: float = 30.0  # a "stall" keeps silent this long unless the client leaves first
     seed: int | None = None  # for the fault draws
+    cut_after: int | None = None  # a streamed answer's connection is dropped after this many pieces (mid-stream)
 
 
 @dataclass
@@ -242,10 +244,15 @@ class FakeUpstream:
     ) -> None:
         self.streams_started += 1
         finished = False
+        cut_after = self.behaviour.cut_after
         try:
             async for piece in pieces:
                 if watch.done() or writer.transport.is_closing():
                     raise _Disconnected
+                if cut_after is not None and cut_after <= 0:
+                    writer.transport.abort()  # the engine dies mid-answer: no last chunk, no end of the body
+                    raise _Disconnected
+                cut_after = None if cut_after is None else cut_after - 1
                 writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
                 await writer.drain()
             writer.write(b"0\r\n\r\n")

@@ -93,7 +93,9 @@ def test_every_route_needs_a_key(server: ServerProcess) -> None:
             bad = http.request(method, path, json={}, headers=_auth("vs-wrong"))
             assert bad.status_code == 401, (method, path)
             error = response.json()["error"]
-            if path.startswith("/v1/"):
+            if path.startswith("/v1/messages"):  # Anthropic's shape
+                assert response.json()["type"] == "error" and error["type"] == "authentication_error"
+            elif path.startswith("/v1/"):
                 assert error["type"] == "authentication_error" and error["code"] == "invalid_api_key"
             elif path.startswith("/api/"):
                 assert isinstance(error, str) and "API key" in error
