@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
@@ -79,6 +79,8 @@ def type_name(annotation: Any) -> str:
         return "None"
     if isinstance(annotation, type) and issubclass(annotation, Enum):
         return " | ".join(f'"{member.value}"' for member in annotation)
+    if annotation is SecretStr:
+        return "str (secret)"
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("typing.", "")

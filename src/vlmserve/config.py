@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     )
     openai_base_url: str | None = Field(None, description="a remote OpenAI-compatible server (…/v1)")
     openai_models: Annotated[list[str], NoDecode] = Field(default_factory=list)  # its models (comma-separated)
-    openai_api_key: str | None = None  # Bearer key for that server
+    openai_api_key: SecretStr | None = None  # Bearer key for that server
     # engines and limits
     keep_alive: float = Field(300.0, description="seconds an idle model stays loaded (Ollama default 5m)")
     runner_start_timeout: float = 120.0  # seconds a runner subprocess may take to load its model

@@ -37,7 +37,8 @@ def _url_without_password(value: str) -> str:
 
 
 def masked(value: Any, name: str = "") -> Any:
-    """`value` with secrets hidden: values of *_key(s), *secret, *password, *token fields; URL passwords."""
+    """`value` with secrets hidden: values of *_key(s), *secret, *password, *token fields; URL passwords. Upstream
+    keys (`openai_api_key`, a model's `api_key`) are SecretStr: their JSON dump never holds the key at all."""
     secret = _SECRET_NAME.search(name) is not None
     if isinstance(value, dict):
         return {k: masked(v, str(k)) for k, v in value.items()}

@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from vlmserve.domain.spec import ModelSpec
+from vlmserve.domain.spec import WITH_SECRETS, ModelSpec
 
 PREFERRED_QUANTS = ("q4_k_m", "q4_k_s", "q4_0", "q5_k_m", "q8_0")  # what `ollama pull hf.co/...` picks first
 _HUB_PREFIXES = ("https://huggingface.co/", "http://huggingface.co/", "huggingface.co/", "hf.co/")
@@ -205,7 +205,7 @@ def add_to_catalog(catalog_file: Path, spec: ModelSpec) -> None:
     if catalog_file.is_file():
         data = yaml.safe_load(catalog_file.read_text()) or {"models": []}
     entries = [m for m in data.get("models") or [] if m.get("name") != spec.name]
-    entries.append(spec.model_dump(mode="json", exclude_defaults=True))
+    entries.append(spec.model_dump(mode="json", exclude_defaults=True, context=WITH_SECRETS))
     catalog_file.parent.mkdir(parents=True, exist_ok=True)
     partial = catalog_file.with_name(f".{catalog_file.name}.{os.getpid()}")
     partial.write_text("# models added by `vlmserve pull`; the server loads them at start\n"
@@ -286,7 +286,7 @@ def _progress_bar(file: HubFile, progress: ProgressHook) -> type:
 
 def write_catalog(catalog_file: Path, specs: list[ModelSpec]) -> None:
     """Write the pulled-models file whole (written beside it, then renamed into place)."""
-    entries = [spec.model_dump(mode="json", exclude_defaults=True) for spec in specs]
+    entries = [spec.model_dump(mode="json", exclude_defaults=True, context=WITH_SECRETS) for spec in specs]
     catalog_file.parent.mkdir(parents=True, exist_ok=True)
     partial = catalog_file.with_name(f".{catalog_file.name}.{os.getpid()}")
     partial.write_text("# models added by `vlmserve pull` and the Ollama API (pull, create, copy); the server "

@@ -24,4 +24,5 @@ def build_backend(spec: ModelSpec, *, start_timeout: float, threads: int | None)
 def remote_backend(spec: ModelSpec, url: str) -> MemberBackend:
     if spec.engine == "ollama":
         return OllamaBackend(spec, url)
-    return OpenAICompatibleBackend(spec, url, api_key=spec.api_key)
+    key = spec.api_key.get_secret_value() if spec.api_key is not None else None
+    return OpenAICompatibleBackend(spec, url, api_key=key)

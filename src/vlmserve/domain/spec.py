@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, SerializationInfo, field_serializer, model_validator
 
 from vlmserve.domain.types import Capability
 
@@ -35,6 +35,8 @@ LLAMACPP_DRAFT_MAX = 3  # llama.cpp's own default for draft_max_tokens (draft_mi
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
 QUANTIZED_CACHE_TYPES: frozenset[str] = frozenset({"q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"})
 _NEEDS_PATH: frozenset[str] = frozenset({"llamacpp", "transformers", "onnx-embed"})
+# serialization context of the catalog files the server writes: the one JSON dump that keeps `api_key` itself
+WITH_SECRETS: dict[str, bool] = {"with_secrets": True}
 
 _DEFAULT_CAPABILITIES: dict[str, list[Capability]] = {
     "llamacpp": [Capability.COMPLETION],
@@ -145,7 +147,7 @@ class ModelSpec(BaseModel):
     # remote engines
     url: str | None = None  # remote engine address (OpenAI-compatible: the /v1 base)
     remote_model: str | None = None  # the model's name on the remote engine (default: name)
-    api_key: str | None = None  # Bearer key sent to the remote engine
+    api_key: SecretStr | None = None  # Bearer key sent to the remote engine (shown as ********** in any dump)
     connect_timeout: float = 5.0  # seconds to connect to the remote engine
     read_timeout: float = 300.0  # seconds the remote engine may go silent (504 beyond)
     # engine pools (docs/engines.md): more upstreams of the same remote model, retried and health-checked
@@ -180,6 +182,13 @@ class ModelSpec(BaseModel):
         if isinstance(data, dict) and "parallel" not in data and data.get("engine") in ("ollama", "openai"):
             return {**data, "parallel": REMOTE_PARALLEL}
         return data
+
+    @field_serializer("api_key", when_used="json")
+    def _api_key_json(self, key: SecretStr | None, info: SerializationInfo) -> str | None:
+        """Masked in every JSON dump (runner specs, views, logs); the key itself only with `context=WITH_SECRETS`."""
+        if key is None:
+            return None
+        return key.get_secret_value() if (info.context or {}).get("with_secrets") else str(key)
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:

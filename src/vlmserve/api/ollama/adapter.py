@@ -8,9 +8,12 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from vlmserve.api.ollama import agentic
 from vlmserve.api.ollama import protocol as p
 from vlmserve.api.wire import engine_seed
+from vlmserve.backends.pool import public_url
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
@@ -169,7 +172,16 @@ def final_stats(timings: Timings, usage: Usage) -> dict[str, Any]:
 
 
 def digest(spec: ModelSpec) -> str:
-    return hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+    """A public name of the model's content: its name, engine and files, the remote model and the engines it runs
+    on (URLs without a password), a pipeline's members. Never the upstream key; options and defaults neither."""
+    identity = {
+        "name": spec.name,
+        "engine": spec.engine,
+        "files": [spec.path, spec.mmproj, spec.tokenizer, spec.draft_model],
+        "remote": [spec.remote_model, *(public_url(url) for url in spec.urls)],
+        "pipeline": [spec.ocr_model, spec.chat_model],
+    }
+    return hashlib.sha256(orjson.dumps(identity)).hexdigest()
 
 
 def details(spec: ModelSpec) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from vlmserve.api.ollama import protocol as p
 from vlmserve.api.ollama.errors import error_message
 from vlmserve.api.state import AppState, JSONBytes, client_of, fallback_headers, state_of
 from vlmserve.api.wire import JsonRoute
+from vlmserve.backends.pool import public_url
 from vlmserve.context import check_model_visible, model_visible
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
@@ -219,7 +220,7 @@ async def show(body: p.ShowRequest, request: Request) -> Response:
     parameters = "\n".join(f"{k} {v}" for k, v in defaults.items())
     return JSONBytes(
         {
-            "modelfile": f"# vlmserve catalog entry\nFROM {spec.path or spec.url or spec.engine}\n",
+            "modelfile": f"# vlmserve catalog entry\nFROM {spec.path or public_url(spec.url or '') or spec.engine}\n",
             "parameters": parameters,
             "template": spec.chat_template or "",
             "details": adapter.details(spec),
