@@ -42,6 +42,8 @@ QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
     ("How many hours are in a day?", ("24", "twenty-four", "twenty four")),
     ("How many continents are there?", ("seven", "7")),
     ("What is 2 plus 2?", ("4", "four")),
+    ("What is 2 + 2?", ("4", "four")),
+    ("What is 3 + 5?", ("8", "eight")),
     ("What is 10 minus 3?", ("7", "seven")),
     ("Which planet do we live on?", ("earth",)),
     ("What is the largest planet in the solar system?", ("jupiter",)),

@@ -89,7 +89,8 @@ def test_api_reference_lists_every_route() -> None:
 
 # POST routes that take no body: an action named by the path alone
 BODYLESS_POSTS = {
-    "/v1/batches/{batch_id}/cancel", "/admin/cleanup_temp", "/admin/emergency_cleanup", "/admin/reload",
+    "/v1/batches/{batch_id}/cancel", "/v1/responses/{response_id}/cancel", "/admin/cleanup_temp",
+    "/admin/emergency_cleanup", "/admin/reload",
     "/admin/models/{name}/load", "/admin/models/{name}/unload", "/admin/unload-all",
 }  # fmt: skip
 

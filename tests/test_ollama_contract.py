@@ -36,10 +36,11 @@ def test_list_shows_catalog(client: ollama.Client) -> None:
 def test_chat_non_stream_with_stats(client: ollama.Client) -> None:
     reply = client.chat(
         model="smollm2",
-        messages=[{"role": "user", "content": "What is 2 + 2?"}],
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
         options={"num_predict": 12, "temperature": 0, "seed": 3},
     )
-    assert "4" in reply.message.content
+    # a fact the 135M model gets right under its default system prompt (it talks around "2 + 2" for 12 tokens)
+    assert "Paris" in reply.message.content
     assert reply.done and reply.done_reason in ("stop", "length")
     assert reply.prompt_eval_count and reply.prompt_eval_count > 5
     assert reply.eval_count and 0 < reply.eval_count <= 12
