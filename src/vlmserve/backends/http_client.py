@@ -25,6 +25,10 @@ from vlmserve.errors import (
 )
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+# llama.cpp's server closes some connections right after a streamed answer while it advertises keep-alive; a
+# request sent on such a pooled connection before its close was read meets ServerDisconnectedError before any
+# answer (5 of 16 back-to-back requests on a runner): it is sent again, on another connection, this many times
+STALE_CONNECTION_RETRIES = 2
 # an engine that answers 4xx for these ran out of memory: the request may be fine, the engine was short
 _ALLOCATION_FAILURES = ("bad_alloc", "out of memory", "failed to allocate", "cannot allocate memory", "memoryerror")
 
@@ -87,9 +91,18 @@ class EngineHTTP:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
+    async def _post(self, url: str, data: bytes) -> aiohttp.ClientResponse:
+        """POST `data` and wait for the answer's head, past pooled connections the engine had already closed."""
+        for _ in range(STALE_CONNECTION_RETRIES):
+            try:
+                return await self._client().post(url, data=data, headers=JSON_HEADERS)
+            except aiohttp.ServerDisconnectedError:
+                continue
+        return await self._client().post(url, data=data, headers=JSON_HEADERS)
+
     async def post_json(self, url: str, body: dict[str, Any]) -> Any:
         try:
-            async with self._client().post(url, data=orjson.dumps(body), headers=JSON_HEADERS) as response:
+            async with await self._post(url, orjson.dumps(body)) as response:
                 payload = await response.read()
                 if response.status != 200:
                     raise engine_error_from_response(
@@ -107,7 +120,7 @@ class EngineHTTP:
     async def stream_lines(self, url: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         """The non-empty lines of a streamed (SSE or NDJSON) response, read to the end."""
         try:
-            async with self._client().post(url, data=orjson.dumps(body), headers=JSON_HEADERS) as response:
+            async with await self._post(url, orjson.dumps(body)) as response:
                 if response.status != 200:
                     raise engine_error_from_response(
                         response.status, await response.read(), self.engine, response.headers.get("Retry-After")
