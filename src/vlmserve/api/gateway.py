@@ -3,7 +3,8 @@
 Per request: a RequestContext in a context var (the services note model, tokens, first token on it), the
 X-Request-ID header taken or made and returned on every response, then for non-exempt paths the Bearer key
 (401 missing/unknown, 403 wrong scope) and its limits (429 + Retry-After + x-ratelimit-* headers). No lock is
-held across an await; the key lookup is a dict get (see KeyRing).
+held across an await; the key lookup is a dict get (see KeyRing). A client that hangs up before its answer is
+complete (a disconnect seen, or a send that fails) is logged and counted as 499, never as a server error.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ log = logging.getLogger("vlmserve.access")
 ANONYMOUS = "anonymous"
 _ID_PREFIX = secrets.token_hex(8)  # request ids: random per process + a counter (no syscall per request)
 _ID_COUNTER = itertools.count(1)
+CLIENT_CLOSED = 499  # nginx's "client closed request": the client hung up before the answer was complete
 
 
 def _request_id(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
@@ -89,13 +91,27 @@ class Gateway:
         reset = current.set(ctx)
         extra = [(b"x-request-id", ctx.request_id.encode())]
         status = 500
+        answered = client_gone = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered, client_gone
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message = {**message, "headers": [*message.get("headers", ()), *extra]}
-            await send(message)
+            try:
+                await send(message)
+            except OSError:  # the server's send after the client went away (ClientDisconnected)
+                client_gone = True
+                raise
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered = True
+
+        async def watched_receive() -> Message:
+            nonlocal client_gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                client_gone = True
+            return message
 
         state = getattr(scope["app"].state, "vlm", None) if "app" in scope else None
         security: Security | None = getattr(state, "security", None)
@@ -110,10 +126,12 @@ class Gateway:
                 except VlmServeError as exc:  # the limiter's store is unreachable (503)
                     refusal = exc
             if refusal is not None:
-                await surface.errors(refusal)(scope, receive, send_with_headers)
+                await surface.errors(refusal)(scope, watched_receive, send_with_headers)
             else:
-                await self.app(scope, receive, send_with_headers)
+                await self.app(scope, watched_receive, send_with_headers)
         finally:
+            if client_gone and not answered:
+                status = CLIENT_CLOSED  # a hang-up is not a server error, whatever was (or was not) sent
             if state is None or state.settings.access_log:
                 _access_log(scope, ctx, status)
             current.reset(reset)
