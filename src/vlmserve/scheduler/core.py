@@ -201,11 +201,11 @@ class Scheduler:
                     event = await self._events.get()
             except TimeoutError:
                 pass
+            if event is not None:
+                self._apply(event)
+                while not self._events.empty():  # take everything that is ready before planning once
+                    self._apply(self._events.get_nowait())
             try:
-                if event is not None:
-                    self._apply(event)
-                    while not self._events.empty():  # take everything that is ready before planning once
-                        self._apply(self._events.get_nowait())
                 self._tick()
                 self.memory.refresh()
                 policy = dataclasses.replace(self._policy, gpu_caps=self.memory.caps(self._models.values()))
@@ -217,8 +217,12 @@ class Scheduler:
                         self._clock(),
                     )
                 )
-            except Exception:  # the owner task must survive anything one event does
-                log.exception("scheduler step failed")
+            except Exception as exc:  # the owner task survives; the queued requests get the error, never a hang
+                log.exception("scheduler step failed: failing the %d queued requests", len(self._waiters))
+                for waiter in self._waiters.values():
+                    if not waiter.future.done():
+                        waiter.future.set_exception(exc)
+                self._waiters.clear()
 
     def _next_deadline(self) -> float:
         now = self._clock()
@@ -229,6 +233,17 @@ class Scheduler:
         return min(d for d in deadlines if d > now)  # passed deadlines were handled when they passed
 
     def _apply(self, event: Event) -> None:
+        """One event; a failure is logged and never stops the others (an enqueue's caller gets its error)."""
+        try:
+            self._apply_one(event)
+        except Exception as exc:
+            log.exception("scheduler event %s failed", type(event).__name__)
+            if isinstance(event, Enqueue):
+                self._waiters.pop(event.waiter.view.id, None)
+                if not event.waiter.future.done():
+                    event.waiter.future.set_exception(exc)
+
+    def _apply_one(self, event: Event) -> None:
         if isinstance(event, Enqueue):
             self._enqueue(event.spec, event.waiter)
         elif isinstance(event, Leave):
