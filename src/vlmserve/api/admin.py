@@ -12,7 +12,6 @@ from starlette.responses import Response
 
 from vlmserve.api.state import AppState, JSONBytes, state_of
 from vlmserve.api.wire import JsonRoute
-from vlmserve.backends.pool import PoolBackend
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.scheduler.memory import MB, machine_memory_bytes
 from vlmserve.scheduler.state import Runtime
@@ -45,8 +44,9 @@ def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:
         "loads": {reason: n for (kind, model, reason), n in counters.items() if kind == "load" and model == name},
         "unloads": {reason: n for (kind, model, reason), n in counters.items() if kind == "unload" and model == name},
     }
-    if isinstance(runtime.backend, PoolBackend):  # pooled remote model: each upstream's health and load
-        info["replicas"] = [asdict(replica) for replica in runtime.backend.replica_states()]
+    stats = runtime.backend.stats()  # a pooled remote model: each upstream's health and load
+    if stats is not None:
+        info["replicas"] = [asdict(replica) for replica in stats.upstreams]
     return info
 
 

@@ -17,7 +17,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from vlmserve.backends.pool import PoolBackend, public_url
 from vlmserve.context import RequestContext
 from vlmserve.jobs.runtime import JobsRuntime
 from vlmserve.scheduler.core import Scheduler
@@ -145,17 +144,17 @@ class _PoolCollector(Collector):
         retries = CounterMetricFamily("vlmserve_engine_retries", "retries by the error that caused them",
                                       labels=["model", "type"])  # fmt: skip
         for runtime in self.scheduler.runtimes():
-            pool, name = runtime.backend, runtime.spec.name
-            if not isinstance(pool, PoolBackend):
+            stats, name = runtime.backend.stats(), runtime.spec.name
+            if stats is None:  # one engine, not a pool
                 continue
-            for replica in pool.replicas:
-                url = public_url(replica.url)  # never a password from the URL in a label
-                healthy.add_metric([name, url], 1.0 if pool.is_up(replica) else 0.0)
+            for replica in stats.upstreams:
+                url = replica.url  # without a password from the URL: never one in a label
+                healthy.add_metric([name, url], 1.0 if replica.up else 0.0)
                 busy.add_metric([name, url], replica.in_flight)
                 attempts.add_metric([name, url, "ok"], replica.answered)
                 attempts.add_metric([name, url, "failed"], replica.failed)
                 cooldowns.add_metric([name, url], replica.cooldowns)
-            for error_type, count in list(pool.retries.items()):
+            for error_type, count in stats.retries.items():
                 retries.add_metric([name, error_type], count)
         fallbacks = CounterMetricFamily("vlmserve_fallbacks", "requests answered by a fallback model",
                                         labels=["model", "fallback"])  # fmt: skip

@@ -25,7 +25,7 @@ from starlette.responses import PlainTextResponse, Response
 from vlmserve import __version__
 from vlmserve.api.state import AppState, JSONBytes, state_of
 from vlmserve.api.wire import JsonRoute
-from vlmserve.backends.pool import PoolBackend, public_url
+from vlmserve.backends.pool import public_url
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.service import preflight
 
@@ -81,8 +81,9 @@ async def _probe(state: AppState, spec: ModelSpec) -> dict[str, Any]:
     reachable = await runtime.backend.health()
     info: dict[str, Any] = {"engine": spec.engine, "loaded": False, "reachable": reachable, "ready": reachable}
     info["url"] = public_url(spec.url) if spec.url else None
-    if isinstance(runtime.backend, PoolBackend):  # read after the probe above, which updated them
-        info["replicas"] = [asdict(replica) for replica in runtime.backend.replica_states()]
+    stats = runtime.backend.stats()  # read after the probe above, which updated them
+    if stats is not None:
+        info["replicas"] = [asdict(replica) for replica in stats.upstreams]
     return info
 
 

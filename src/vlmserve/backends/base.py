@@ -7,11 +7,41 @@ as vlmserve.errors types (EngineError, EngineTimeout, ...), never returned.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
 
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult
+
+UpstreamStatus = Literal["healthy", "on_probation", "cooling_down"]
+
+
+@dataclass(frozen=True)
+class ReplicaState:
+    """A read-only snapshot of one upstream for operators (GET /health, GET /admin/models, /metrics)."""
+
+    url: str  # without user:password
+    status: UpstreamStatus  # on_probation: its cooldown ended, its next request decides
+    cooldown_left_seconds: float
+    in_flight: int
+    consecutive_failures: int
+    answered: int
+    failed: int
+    cooldowns: int
+
+    @property
+    def up(self) -> bool:
+        """Takes traffic (healthy or on probation); False while it cools down."""
+        return self.status != "cooling_down"
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    """Per-upstream health and load of a backend over several upstreams (an engine pool), read at one instant."""
+
+    upstreams: tuple[ReplicaState, ...]
+    retries: Mapping[str, int] = field(default_factory=dict)  # retries by the error type that caused them
 
 
 class Backend(Protocol):
@@ -48,4 +78,9 @@ class Backend(Protocol):
     @property
     def memory_bytes(self) -> int | None:
         """Measured memory of the loaded engine (runner RSS), None where unknown (remote)."""
+        ...
+
+    def stats(self) -> BackendStats | None:
+        """Each upstream's health and load, for a backend over several (an engine pool); None for one engine.
+        Reads only: probes nothing, changes nothing."""
         ...

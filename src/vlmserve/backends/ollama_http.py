@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from vlmserve.backends import forced_tools
+from vlmserve.backends.base import BackendStats
 from vlmserve.backends.http_client import EngineHTTP
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
@@ -144,6 +145,9 @@ class OllamaBackend:
     @property
     def memory_bytes(self) -> int | None:
         return None
+
+    def stats(self) -> BackendStats | None:
+        return None  # one engine: its health is health()
 
     async def start(self) -> None:
         self._started = True

@@ -28,13 +28,13 @@ import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar, cast
+from typing import Protocol, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
 from vlmserve.backends.affinity import PrefixAffinity, prefix_keys
-from vlmserve.backends.base import Backend
+from vlmserve.backends.base import Backend, BackendStats, ReplicaState, UpstreamStatus
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult
 from vlmserve.errors import EngineError, EngineTimeout, Overloaded, Unavailable, VlmServeError
@@ -81,23 +81,6 @@ class Replica:
 
     def available(self, now: float) -> bool:
         return now >= self.down_until
-
-
-ReplicaStatus = Literal["healthy", "on_probation", "cooling_down"]
-
-
-@dataclass(frozen=True)
-class ReplicaState:
-    """A read-only snapshot of one replica for operators (GET /health, GET /admin/models)."""
-
-    url: str  # without user:password
-    status: ReplicaStatus  # on_probation: its cooldown ended, its next request decides
-    cooldown_left_seconds: float
-    in_flight: int
-    consecutive_failures: int
-    answered: int
-    failed: int
-    cooldowns: int
 
 
 def public_url(url: str) -> str:
@@ -148,7 +131,7 @@ class PoolBackend:
         states = []
         for replica in self.replicas:
             up = replica.available(now)
-            status: ReplicaStatus = "cooling_down" if not up else "on_probation" if replica.cooling else "healthy"
+            status: UpstreamStatus = "cooling_down" if not up else "on_probation" if replica.cooling else "healthy"
             states.append(ReplicaState(
                 url=public_url(replica.url), status=status,
                 cooldown_left_seconds=0.0 if up else round(replica.down_until - now, 1),
@@ -156,6 +139,10 @@ class PoolBackend:
                 failed=replica.failed, cooldowns=replica.cooldowns,
             ))  # fmt: skip
         return states
+
+    def stats(self) -> BackendStats:
+        """Each replica's state and the retries so far (GET /health, GET /admin/models, /metrics read them)."""
+        return BackendStats(tuple(self.replica_states()), dict(self.retries))
 
     @property
     def loaded(self) -> bool:

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
+from vlmserve.backends.base import BackendStats
 from vlmserve.backends.openai_http import OpenAICompatibleBackend
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult
@@ -86,6 +87,9 @@ class LocalRunnerBackend:
         except OSError:
             return None
         return None
+
+    def stats(self) -> BackendStats | None:
+        return None  # one engine: its health is health()
 
     async def start(self) -> None:
         async with self._lock:

@@ -1,4 +1,5 @@
-"""A model's memory by part, from its files: what `placement` places (engine names belong here, not above).
+"""A model's memory by part, from its files: what `placement` places. Which reading applies, and each runner's own
+memory, come from the engine's traits (backends/engines.py), not from engine names.
 
 - llama.cpp (GGUF): every `blk.N.*` tensor is block N's weights; its KV cache is context x parallel cells of
   (key_length + value_length) x head_count_kv elements at the cache type's size (`CACHE_BYTES`); `output*` is
@@ -27,19 +28,13 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from vlmserve.backends.engines import LLAMACPP_RUNNER, MB, traits_of
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.scheduler.gguf_file import layer_of, read_gguf
 from vlmserve.scheduler.placement import RAM, Layout, Placement
 
 log = logging.getLogger("vlmserve.scheduler")
-MB = 1024 * 1024
-RUNNER_OVERHEAD = 160 * MB  # a Python runner process with its engine library loaded, before any model
-LLAMACPP_RUNNER = 56 * MB  # measured here (bench/memory_estimates.py): a llama.cpp runner's RSS before any tensor
-TRANSFORMERS_RUNNER = 400 * MB  # measured here: 376 MB for a torch CPU runner with a tiny model
-# ONNX runners: kept generous, they grow with their inputs (an OCR runner's detector on a large page)
-ENGINE_OVERHEAD = {"rapidocr": 220 * MB, "onnx-embed": 120 * MB, "transformers": TRANSFORMERS_RUNNER - RUNNER_OVERHEAD}
-GPU_CONTEXT = {"llamacpp": 384 * MB, "transformers": 512 * MB}  # CUDA context + workspaces, per GPU used
-GPU_HOST = {"llamacpp": 256 * MB, "transformers": 1024 * MB}  # RAM the CUDA runtime adds to a runner
+__all__ = ["LLAMACPP_RUNNER", "MB", "apply_placement", "kv_bytes_per_token", "layout_of"]
 # bytes per K/V element: ggml's block sizes (q8_0: 32 int8 + an f16 scale; q4_1/q5_1 add an f16 minimum)
 CACHE_BYTES = {"f32": 4.0, "f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q5_1": 24 / 32, "q5_0": 22 / 32,
                "q4_1": 20 / 32, "q4_0": 18 / 32, "iq4_nl": 18 / 32}  # fmt: skip
@@ -67,17 +62,18 @@ def layout_of(spec: ModelSpec) -> Layout:
         "devices": tuple(spec.devices),
         "split": tuple(spec.tensor_split),
     }
+    traits = traits_of(spec)
     if spec.memory_mb is not None:
-        gpu = spec.engine in GPU_CONTEXT and spec.device != "cpu"
+        gpu = traits.uses_gpu and spec.device != "cpu"
         return Layout(0, (spec.memory_mb * MB,), offload=gpu, whole=True, **knobs)
     if not spec.is_local:
         return Layout(0)
-    if spec.engine == "llamacpp" and spec.path:
+    if traits.file_format == "gguf" and spec.path:
         return _llamacpp(spec, knobs)
-    if spec.engine == "transformers" and spec.path:
+    if traits.file_format == "safetensors" and spec.path:
         return _transformers(spec, knobs)
     weights = path_bytes(spec.path) + path_bytes(spec.mmproj)
-    return Layout(RUNNER_OVERHEAD + ENGINE_OVERHEAD.get(spec.engine, 0) + weights)
+    return Layout(traits.runner_bytes + weights)
 
 
 def kv_bytes_per_token(ints: dict[str, int], cache_k: str = "f16", cache_v: str = "f16") -> int | None:
@@ -112,7 +108,7 @@ def _llamacpp(spec: ModelSpec, knobs: dict[str, Any]) -> Layout:
     cells = spec.context_size * spec.parallel
     if not info.tensors or {"block_count", "head_count", "embedding_length"} - info.ints.keys():
         weights = path_bytes(spec.path)  # unreadable header: the file, and no KV estimate
-        return Layout(LLAMACPP_RUNNER + weights, mmproj=mmproj, offload=False, **knobs)
+        return Layout(traits_of(spec).runner_bytes + weights, mmproj=mmproj, offload=False, **knobs)
     n_blocks = info.ints["block_count"]
     blocks = [0] * n_blocks
     output = host = 0
@@ -130,14 +126,14 @@ def _llamacpp(spec: ModelSpec, knobs: dict[str, Any]) -> Layout:
     flash = spec.flash_attention != "off"
     compute = _compute_bytes(info.ints, info.vocab or info.ints.get("vocab_size", 0), spec.context_size, flash)
     return Layout(
-        LLAMACPP_RUNNER + host,
+        traits_of(spec).runner_bytes + host,
         tuple(b + kv_block for b in blocks),
         output=output,
         tied_head=tied,
         mmproj=mmproj + _draft_bytes(spec),
         compute=compute,
-        gpu_context=GPU_CONTEXT["llamacpp"],
-        gpu_host=GPU_HOST["llamacpp"],
+        gpu_context=traits_of(spec).gpu_context,
+        gpu_host=traits_of(spec).gpu_host,
         offload=spec.device != "cpu",
         **knobs,
     )
@@ -213,7 +209,7 @@ def _transformers(spec: ModelSpec, knobs: dict[str, Any]) -> Layout:
         tensors = _safetensors(folder, os.stat(folder).st_mtime_ns)
     except OSError:
         tensors = ()
-    host = TRANSFORMERS_RUNNER
+    host = traits_of(spec).runner_bytes
     if not tensors:  # .bin weights or an unreadable folder: the files, as before
         return Layout(host + int(path_bytes(folder) * (1 + ACTIVATIONS)), offload=False, **knobs)
     element = _target_bytes(spec, on_gpu=True)
@@ -237,8 +233,8 @@ def _transformers(spec: ModelSpec, knobs: dict[str, Any]) -> Layout:
         tuple(blocks),
         output=rest,
         compute=int(weights * ACTIVATIONS),
-        gpu_context=GPU_CONTEXT["transformers"],
-        gpu_host=GPU_HOST["transformers"],
+        gpu_context=traits_of(spec).gpu_context,
+        gpu_host=traits_of(spec).gpu_host,
         cpu_only=max(0, int(cpu_weights * (1 + ACTIVATIONS)) - int(weights * (1 + ACTIVATIONS))),
         offload=spec.device != "cpu",
         whole=spec.device_map is None,
@@ -251,18 +247,19 @@ def apply_placement(spec: ModelSpec, placement: Placement) -> ModelSpec:
     transformers' device (and, with device_map, max_memory per GPU). The runner sets CUDA_VISIBLE_DEVICES to
     `devices` (none at all for a CPU placement), so the engine's own device numbers start at 0."""
     devices = list(placement.devices)
-    if spec.engine == "llamacpp":
+    traits = traits_of(spec)
+    if traits.placement == "layers":
         return spec.model_copy(
             update={"gpu_layers": placement.gpu_layers, "devices": devices, "tensor_split": list(placement.split)}
         )
-    if spec.engine != "transformers":
+    if traits.placement != "device":
         return spec
     if placement.gpu_layers == 0 or not devices:
         return spec.model_copy(update={"device": "cpu", "devices": [], "device_map": None, "max_memory": None})
     update: dict[str, Any] = {"device": "cuda", "devices": devices}
     if spec.device_map is not None and spec.max_memory is None and not placement.complete:
         memory = placement.memory
-        per_gpu = {str(i): f"{max(1, (memory.get(d, 0) - GPU_CONTEXT['transformers']) // MB)}MiB" for i, d in
+        per_gpu = {str(i): f"{max(1, (memory.get(d, 0) - traits.gpu_context) // MB)}MiB" for i, d in
                    enumerate(devices)}  # fmt: skip
         update["max_memory"] = {**per_gpu, "cpu": f"{max(1, memory.get(RAM, 0) // MB)}MiB"}
     return spec.model_copy(update=update)

@@ -12,14 +12,15 @@ import logging
 import os
 from pathlib import Path
 
+from vlmserve.backends.engines import RUNNER_OVERHEAD, traits_of
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.scheduler.gguf_file import read_gguf
-from vlmserve.scheduler.layout import ENGINE_OVERHEAD, RUNNER_OVERHEAD, kv_bytes_per_token, layout_of
+from vlmserve.scheduler.layout import kv_bytes_per_token, layout_of
 
 log = logging.getLogger("vlmserve.scheduler")
 MB = 1024 * 1024
 ABSOLUTE_MAX_CONTEXT = 1_048_576  # tokens: no request asks for more, whatever the model says
-__all__ = ["ENGINE_OVERHEAD", "MB", "RUNNER_OVERHEAD", "estimate_bytes", "max_context"]
+__all__ = ["MB", "RUNNER_OVERHEAD", "estimate_bytes", "max_context"]
 
 
 def machine_memory_bytes() -> int:
@@ -55,7 +56,9 @@ def max_context(spec: ModelSpec) -> int:
     with, else an absolute bound (the memory budget is the check that remains)."""
     if spec.max_context_size is not None:
         return max(spec.max_context_size, spec.context_size)
-    trained = gguf_header(spec.path).get("context_length") if spec.engine == "llamacpp" and spec.path else None
+    trained = (
+        gguf_header(spec.path).get("context_length") if traits_of(spec).file_format == "gguf" and spec.path else None
+    )
     return max(trained or ABSOLUTE_MAX_CONTEXT, spec.context_size)
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 
+from vlmserve.backends.engines import traits_of
 from vlmserve.context import (
     check_model_visible,
     note_error,
@@ -112,7 +113,7 @@ class ChatService:
         messages = await self.media.prepare_messages(request.messages, spec) if media else request.messages
         request = replace(request, model=spec.name, messages=messages, sampling=apply_defaults(request.sampling, spec))
         stream = ChatStream(model=spec.name, chunks=_empty())
-        if spec.engine == "ocr-chat":
+        if traits_of(spec).pipeline:
             stream.chunks = self._ocr_chat(spec, request, stream.timings)
         else:
             stream.chunks = self._run(spec, request, stream.timings)
@@ -122,12 +123,12 @@ class ChatService:
         spec = self.catalog.resolve(request.model, Capability.COMPLETION)
         check_model_visible(spec.name)
         note_model(spec.name)
-        if spec.engine in ("ocr-chat", "rapidocr"):
+        if not traits_of(spec).takes_raw_prompts:
             raise BadRequest(f"model '{spec.name}' does not support raw completions", param="model")
         check_features(spec, request)
 
         def fits(candidate: ModelSpec) -> bool:
-            if candidate.engine in ("ocr-chat", "rapidocr") or missing_features(candidate, request):
+            if not traits_of(candidate).takes_raw_prompts or missing_features(candidate, request):
                 return False
             return candidate.can(Capability.COMPLETION)
 
@@ -169,11 +170,7 @@ class ChatService:
     async def _run(
         self, spec: ModelSpec, request: ChatRequest | CompletionRequest, timings: Timings
     ) -> AsyncIterator[ChatChunk]:
-        if (
-            spec.engine == "rapidocr"
-            and isinstance(request, ChatRequest)
-            and not any(m.images for m in request.messages)
-        ):
+        if traits_of(spec).ocr and isinstance(request, ChatRequest) and not any(m.images for m in request.messages):
             raise BadRequest(f"model '{spec.name}' reads text from images: send at least one image", param="messages")
         _check_input_size(spec, request)
         try:

@@ -14,6 +14,7 @@ import functools
 from dataclasses import dataclass, replace
 from typing import Any
 
+from vlmserve.backends.engines import traits_of
 from vlmserve.context import check_model_visible, note_model, note_tokens
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability, EmbedRequest, EmbedResult
@@ -69,7 +70,7 @@ def _any_too_long(path: str, inputs: list[str], context: int) -> bool:
 async def check_context(spec: ModelSpec, request: EmbedRequest) -> None:
     """`truncate: false`: an input past the context of a local onnx-embed model is a 400 (special tokens
     counted, as the runner counts them)."""
-    if request.truncate or spec.engine != "onnx-embed" or not spec.tokenizer:
+    if request.truncate or not traits_of(spec).tokenizer_json or not spec.tokenizer:
         return
     if await asyncio.to_thread(_any_too_long, spec.tokenizer, request.inputs, spec.embed_context):
         raise BadRequest(TOO_LONG, param="input")

@@ -13,6 +13,7 @@ from typing import Any
 from vlmserve import __version__
 from vlmserve.api.openai.batches_routes import batch_object
 from vlmserve.api.state import AppState
+from vlmserve.backends.engines import traits_of
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.scheduler.memory import machine_memory_bytes
 from vlmserve.scheduler.policy import HOLDS_MEMORY
@@ -23,7 +24,7 @@ RECENT_BATCHES = 10
 
 def _state_of(spec: ModelSpec, runtime: Runtime | None) -> str:
     if not spec.is_local:
-        return "pipeline" if spec.engine == "ocr-chat" else "remote"
+        return "pipeline" if traits_of(spec).pipeline else "remote"
     return runtime.state if runtime is not None else "unloaded"
 
 

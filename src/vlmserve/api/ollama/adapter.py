@@ -13,6 +13,7 @@ import orjson
 from vlmserve.api.ollama import agentic
 from vlmserve.api.ollama import protocol as p
 from vlmserve.api.wire import engine_seed
+from vlmserve.backends.engines import traits_of
 from vlmserve.backends.pool import public_url
 from vlmserve.domain.duration import keep_alive_seconds
 from vlmserve.domain.spec import ModelSpec
@@ -185,10 +186,9 @@ def digest(spec: ModelSpec) -> str:
 
 
 def details(spec: ModelSpec) -> dict[str, Any]:
-    fmt = {"llamacpp": "gguf", "transformers": "safetensors", "onnx-embed": "onnx", "rapidocr": "onnx"}
     return {
         "parent_model": "",
-        "format": fmt.get(spec.engine, spec.engine),
+        "format": traits_of(spec).file_format or spec.engine,  # remote engines and pipelines: the engine's name
         "family": spec.family or spec.engine,
         "families": [spec.family or spec.engine],
         "parameter_size": "",

@@ -16,6 +16,7 @@ from vlmserve.api.ollama import protocol as p
 from vlmserve.api.ollama.errors import error_message
 from vlmserve.api.state import AppState, JSONBytes, client_of, fallback_headers, state_of
 from vlmserve.api.wire import JsonRoute
+from vlmserve.backends.engines import traits_of
 from vlmserve.backends.pool import public_url
 from vlmserve.context import check_model_visible, model_visible
 from vlmserve.domain.duration import keep_alive_seconds
@@ -122,7 +123,7 @@ async def _load_or_unload(state: AppState, model: str, keep_alive: str | float |
         await state.scheduler.unload(spec.name, "keep_alive")
         reason = "unload"
     else:
-        if spec.engine != "ocr-chat":
+        if not traits_of(spec).pipeline:  # a pipeline loads its parts at its first request
             await state.scheduler.load(spec, seconds)
         reason = "load"
     took = time.perf_counter_ns() - began
