@@ -99,3 +99,21 @@ def running_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def runner_pids(server: ServerProcess, model: str) -> list[int]:
+    """Live runner processes of `model` started by this server (its children only: other servers on the machine,
+    of other tests, run runners of the same model). Their command line carries the spec."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if int(parent) == server.proc.pid and state != "Z" and f'"name":"{model}"' in cmdline:
+            pids.append(int(entry.name))
+    return pids

@@ -17,8 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from server_process import ServerProcess, running_server
-from test_simple_and_ops import _runner_pids
+from server_process import ServerProcess, runner_pids, running_server
 
 from vlmserve.service.catalog import embedded_specs
 
@@ -62,8 +61,8 @@ def _listening_port(pid: int) -> int:
     raise AssertionError(f"runner {pid} listens on no TCP port")
 
 
-def runner_url(model: str) -> str:
-    pids = _runner_pids(model)
+def runner_url(server: ServerProcess, model: str) -> str:
+    pids = runner_pids(server, model)
     assert len(pids) == 1, f"runners of {model}: {pids}"
     return f"http://127.0.0.1:{_listening_port(pids[0])}"
 
@@ -90,7 +89,7 @@ def _first_content(lines: Iterator[str]) -> str:
 
 def test_two_streams_run_at_once_on_two_q8_0_slots(server: ServerProcess, client: openai.OpenAI) -> None:
     assert _answer(client, "smol-slots", PROMPTS[0])  # loads it
-    url = runner_url("smol-slots")
+    url = runner_url(server, "smol-slots")
     props = httpx.get(url + "/props").json()
     assert props["total_slots"] == 2 and props["default_generation_settings"]["n_ctx"] == 2048
     body = {"model": "smol-slots", "messages": [{"role": "user", "content": "Write a long story about a river."}],
@@ -127,7 +126,7 @@ def test_a_draft_model_drafts_and_keeps_the_greedy_answers(server: ServerProcess
     plain = [_answer(client, "smol-plain", prompt) for prompt in PROMPTS]
     drafted = [_answer(client, "smol-draft", prompt) for prompt in PROMPTS]
     assert drafted == plain and all(plain)
-    url = runner_url("smol-draft")
+    url = runner_url(server, "smol-draft")
     assert [slot["speculative"] for slot in httpx.get(url + "/slots").json()] == [True]
     direct = httpx.post(url + "/v1/chat/completions", timeout=120, json={
         "messages": [{"role": "user", "content": PROMPTS[0]}], "max_tokens": 48, "temperature": 0,

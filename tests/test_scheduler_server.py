@@ -13,8 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fake_upstreams import Behaviour, FakeUpstream
-from server_process import ServerProcess, running_server
-from test_simple_and_ops import _runner_pids
+from server_process import ServerProcess, runner_pids, running_server
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +167,7 @@ def test_model_larger_than_the_budget_is_507(local_server: ServerProcess) -> Non
 
 def test_crashed_runner_frees_its_budget(local_server: ServerProcess) -> None:
     httpx.post(local_server.url + "/admin/models/smollm2/load", timeout=60)
-    for pid in _runner_pids("smollm2"):
+    for pid in runner_pids(local_server, "smollm2"):
         os.kill(pid, signal.SIGKILL)
     _wait_for(lambda: _state(local_server, "smollm2")["state"] == "unloaded", seconds=10)
     assert _state(local_server, "smollm2")["unloads"].get("crashed", 0) >= 1

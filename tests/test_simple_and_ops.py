@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import text_image
-from server_process import ServerProcess
+from server_process import ServerProcess, runner_pids
 
 
 def test_process_multipart(server: ServerProcess) -> None:
@@ -119,20 +119,6 @@ def _cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def _runner_pids(model: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"vlmserve.runners" in cmd and any(f'"name":"{model}"'.encode() in part for part in cmd):
-            pids.append(int(entry.name))
-    return pids
-
-
 def test_crashed_runner_gives_502_and_next_request_recovers(server: ServerProcess) -> None:
     body = {
         "model": "smollm2",
@@ -146,7 +132,7 @@ def test_crashed_runner_gives_502_and_next_request_recovers(server: ServerProces
         lines = response.iter_lines()
         first = next(line for line in lines if line.startswith("data:"))
         assert "chat.completion.chunk" in first
-        pids = _runner_pids("smollm2")
+        pids = runner_pids(server, "smollm2")
         assert pids, "no runner process found for smollm2"
         for pid in pids:
             os.kill(pid, signal.SIGKILL)
@@ -165,7 +151,7 @@ def test_crashed_runner_gives_502_and_next_request_recovers(server: ServerProces
         if reply.status_code == 200 or time.monotonic() > deadline:
             break
     assert reply.status_code == 200, reply.text
-    assert _runner_pids("smollm2") and set(_runner_pids("smollm2")).isdisjoint(pids)
+    assert runner_pids(server, "smollm2") and set(runner_pids(server, "smollm2")).isdisjoint(pids)
 
 
 def test_non_stream_request_to_dying_runner_is_502(server: ServerProcess) -> None:
@@ -174,7 +160,7 @@ def test_non_stream_request_to_dying_runner_is_502(server: ServerProcess) -> Non
         timeout=60,
         json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1},
     )
-    pids = _runner_pids("smollm2")
+    pids = runner_pids(server, "smollm2")
 
     def kill_soon() -> None:
         """Kill the runner once it has spent 0.2 s of CPU on the long request: it is generating by then."""
@@ -191,13 +177,13 @@ def test_non_stream_request_to_dying_runner_is_502(server: ServerProcess) -> Non
 
     killer = threading.Thread(target=kill_soon)
     killer.start()
-    reply = httpx.post(
+    reply = httpx.post(  # 400 tokens: seconds of runner CPU, so the kill lands mid-answer; and the retry ends
         server.url + "/v1/chat/completions",
-        timeout=60,
+        timeout=180,
         json={
             "model": "smollm2",
             "messages": [{"role": "user", "content": "Write a very long essay about mountains."}],
-            "max_tokens": 1500,
+            "max_tokens": 400,
         },
     )
     killer.join()

@@ -9,13 +9,12 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 from conftest import MEMORY_CAP_MB, text_image
-from server_process import ServerProcess, running_server
+from server_process import ServerProcess, runner_pids, running_server
 
 CHAT = {"model": "smollm2", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
 
@@ -28,23 +27,6 @@ def faulty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     config = {"models": [{"name": "broken", "engine": "llamacpp", "path": str(broken), "memory_mb": 200}]}
     with running_server(config, memory_cap_mb=MEMORY_CAP_MB) as proc:
         yield proc
-
-
-def _runner_pids(server: ServerProcess, model: str) -> list[int]:
-    """Live runner processes of `model` started by the server (their command line carries the spec)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        state, parent = stat.rsplit(")", 1)[1].split()[:2]
-        if int(parent) == server.proc.pid and state != "Z" and f'"name":"{model}"' in cmdline:
-            pids.append(int(entry.name))
-    return pids
 
 
 def _wait_for(condition: object, seconds: float) -> None:
@@ -108,17 +90,17 @@ def test_a_prompt_past_the_context_is_refused_before_the_engine(faulty_server: S
 
 def test_a_runner_that_died_while_idle_is_replaced_for_the_next_request(faulty_server: ServerProcess) -> None:
     _chat_ok(faulty_server)
-    pids = _runner_pids(faulty_server, "smollm2")
+    pids = runner_pids(faulty_server, "smollm2")
     assert pids
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
     _chat_ok(faulty_server)  # at once, before the scheduler notices: not a 502, a fresh runner answers
-    _wait_for(lambda: not set(pids) & set(_runner_pids(faulty_server, "smollm2")), 10)
+    _wait_for(lambda: not set(pids) & set(runner_pids(faulty_server, "smollm2")), 10)
 
 
 def test_a_runner_that_stops_answering_fails_its_request_then_recovers(faulty_server: ServerProcess) -> None:
     _chat_ok(faulty_server)
-    pids = _runner_pids(faulty_server, "smollm2")
+    pids = runner_pids(faulty_server, "smollm2")
     assert pids
     for pid in pids:
         os.kill(pid, signal.SIGSTOP)
