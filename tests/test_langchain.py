@@ -21,6 +21,12 @@ import pytest
 from pydantic import BaseModel, Field
 from server_process import ServerProcess, running_server
 
+# LangChain's chat models build HTTP clients of their own and never close them: the sockets they leave are
+# reported whenever the garbage collector meets them, in whichever test runs then. Not the server's leak.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]
 langchain_openai = pytest.importorskip("langchain_openai")
 langchain_ollama = pytest.importorskip("langchain_ollama")
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage  # noqa: E402
