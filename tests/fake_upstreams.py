@@ -32,8 +32,16 @@ from typing import Any, NoReturn
 import orjson
 from fake_protocols import Answer, Behaviour, Body, ProtocolAnswers, expected_text, fake_embedding, token_text
 
-__all__ = ["Behaviour", "FakeUpstream", "Recorded", "expected_text", "fake_embedding", "token_text",
-           "upstream_process"]  # fmt: skip
+__all__ = [
+    "Behaviour",
+    "FakeUpstream",
+    "Recorded",
+    "expected_text",
+    "fake_embedding",
+    "remote_chat_models",
+    "token_text",
+    "upstream_process",
+]  # fmt: skip
 
 
 @dataclass
@@ -233,6 +241,18 @@ def _head(answer: Answer, keep_alive: bool, length: int | None) -> bytes:
     lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
     lines += [f"{k}: {v}" for k, v in answer.headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def remote_chat_models(openai_url: str, ollama_url: str) -> list[dict[str, Any]]:
+    """Catalog entries on two fakes: an OpenAI-compatible one (at its /v1) and an Ollama one; `oa-think` declares
+    thinking, `oa-plain` only completion (for the capability 400s)."""
+    oa = f"{openai_url}/v1"
+    return [
+        {"name": "oa-chat", "engine": "openai", "url": oa, "remote_model": "fake-gpt"},
+        {"name": "oa-think", "engine": "openai", "url": oa, "capabilities": ["completion", "thinking"]},
+        {"name": "oa-plain", "engine": "openai", "url": oa, "capabilities": ["completion"]},
+        {"name": "ol-chat", "engine": "ollama", "url": ollama_url, "remote_model": "fake-qwen3"},
+    ]
 
 
 @contextlib.contextmanager

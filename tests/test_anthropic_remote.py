@@ -15,7 +15,7 @@ import httpx
 import orjson
 import pytest
 from fake_agentic import CALL_ID, FAKE_ARGUMENTS, THINKING
-from fake_upstreams import Behaviour, FakeUpstream, expected_text
+from fake_upstreams import Behaviour, FakeUpstream, expected_text, remote_chat_models
 from server_process import ServerProcess, running_server
 
 KEY, LIMITED, ONE_MODEL = "vs-test-anthropic-a", "vs-test-anthropic-rpm", "vs-test-anthropic-model"
@@ -35,12 +35,7 @@ def fakes() -> Iterator[dict[str, FakeUpstream]]:
 @pytest.fixture(scope="module")
 def gateway(fakes: dict[str, FakeUpstream]) -> Iterator[ServerProcess]:
     oa, ol = fakes["oa"].url, fakes["ol"].url
-    models = [
-        {"name": "oa-chat", "engine": "openai", "url": f"{oa}/v1", "remote_model": "fake-gpt"},
-        {"name": "oa-think", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["completion", "thinking"]},
-        {"name": "oa-plain", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["completion"]},
-        {"name": "ol-chat", "engine": "ollama", "url": ol, "remote_model": "fake-qwen3"},
-    ]
+    models = remote_chat_models(oa, ol)
     keys = [KEY, {"key": LIMITED, "rpm": 1}, {"key": ONE_MODEL, "models": ["oa-plain"]}]
     config = {"embedded_models": False, "models": models, "default_model": "oa-chat", "api_keys": keys,
               "max_request_bytes": MAX_BODY}  # fmt: skip

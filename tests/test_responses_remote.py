@@ -16,7 +16,7 @@ import orjson
 import pytest
 from batch_helpers import jsonl, output_lines, wait_batch
 from fake_agentic import CALL_ID, FAKE_ARGUMENTS, THINKING
-from fake_upstreams import FakeUpstream, expected_text
+from fake_upstreams import FakeUpstream, expected_text, remote_chat_models
 from server_process import ServerProcess, running_server
 
 KEY, OTHER_KEY = "vs-test-responses-a", "vs-test-responses-b"
@@ -35,12 +35,7 @@ def fakes() -> Iterator[dict[str, FakeUpstream]]:
 @pytest.fixture(scope="module")
 def gateway(fakes: dict[str, FakeUpstream]) -> Iterator[ServerProcess]:
     oa, ol = fakes["oa"].url, fakes["ol"].url
-    models = [
-        {"name": "oa-chat", "engine": "openai", "url": f"{oa}/v1", "remote_model": "fake-gpt"},
-        {"name": "oa-think", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["completion", "thinking"]},
-        {"name": "oa-plain", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["completion"]},
-        {"name": "ol-chat", "engine": "ollama", "url": ol, "remote_model": "fake-qwen3"},
-    ]
+    models = remote_chat_models(oa, ol)
     config = {"embedded_models": False, "models": models, "default_model": "oa-chat", "api_keys": [KEY, OTHER_KEY],
               "batch_poll_interval": 0.1}  # fmt: skip
     with running_server(config) as server:

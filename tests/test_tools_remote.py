@@ -15,7 +15,7 @@ import ollama
 import openai
 import pytest
 from fake_agentic import CALL_ID, FAKE_ARGUMENTS, THINKING
-from fake_upstreams import FakeUpstream
+from fake_upstreams import FakeUpstream, remote_chat_models
 from server_process import ServerProcess, running_server
 
 MODELS = ["oa-chat", "ol-chat"]
@@ -41,10 +41,7 @@ def fakes() -> Iterator[dict[str, FakeUpstream]]:
 def gateway(fakes: dict[str, FakeUpstream]) -> Iterator[ServerProcess]:
     oa, ol = fakes["oa"].url, fakes["ol"].url
     models = [
-        {"name": "oa-chat", "engine": "openai", "url": f"{oa}/v1", "remote_model": "fake-gpt"},
-        {"name": "ol-chat", "engine": "ollama", "url": ol, "remote_model": "fake-qwen3"},
-        {"name": "oa-think", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["completion", "thinking"]},
-        {"name": "oa-plain", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["completion"]},
+        *remote_chat_models(oa, ol),
         {"name": "ol-plain", "engine": "ollama", "url": ol, "capabilities": ["completion"]},
         {"name": "oa-embed", "engine": "openai", "url": f"{oa}/v1", "capabilities": ["embedding"]},
         {"name": "ol-embed", "engine": "ollama", "url": ol, "capabilities": ["embedding"]},
