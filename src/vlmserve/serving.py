@@ -2,7 +2,7 @@
 
 uvicorn has no time limit on a request's headers, and none on its body once the headers are in: a client that
 opens connections and then trickles bytes ("slow loris") would hold each one forever. So:
-- `edge_protocol` wraps uvicorn's HTTP protocol: the request line + headers must arrive within
+- `EdgeLimits` (mixed into uvicorn's HTTP protocol by `edge_protocol`): the request line + headers must arrive within
   `request_header_timeout` seconds (408 and close) and within `max_header_bytes` (431 and close), on every
   request of a keep-alive connection;
 - `BodyTimeout` (ASGI, in api/middleware.py) gives the body `request_body_timeout` seconds from the end of the
@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sized
-from typing import Any
+from typing import Any, ClassVar, cast
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from vlmserve.api.surfaces import error_response
 from vlmserve.config import Settings
@@ -39,86 +40,102 @@ def _refusal(status: int, reason: str, message: str) -> bytes:
     return head.encode() + body
 
 
-def _base_protocol() -> type[asyncio.Protocol]:
-    """The HTTP protocol class uvicorn's `http="auto"` would pick."""
-    try:
-        import httptools  # noqa: F401
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-        return HttpToolsProtocol
-    except ImportError:
-        from uvicorn.protocols.http.h11_impl import H11Protocol
-
-        return H11Protocol
-
-
-def edge_protocol(settings: Settings, base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol with a deadline and a size cap on each request's head.
+class EdgeLimits(asyncio.Protocol):
+    """A deadline and a size cap on each request's head, mixed in before one of uvicorn's HTTP protocols.
 
     A request's head is "in" once uvicorn has made its request cycle (both implementations set `self.cycle` when
-    the headers are parsed); until then the bytes received count against `max_header_bytes`."""
-    header_timeout = settings.request_header_timeout
-    max_header_bytes = settings.max_header_bytes
-    parent: Any = base or _base_protocol()
-    head_late = f"request headers not received within {header_timeout:g} s"
+    the headers are parsed); until then the bytes received count against `max_header_bytes`. The two limits are
+    class attributes, bound per server by `edge_protocol`."""
 
-    class EdgeProtocol(parent):  # type: ignore[misc]
-        _head_timer: asyncio.TimerHandle | None = None
-        _head_bytes = 0
-        _head_tail = b""  # the last bytes seen, for a blank line split between two reads
-        _head_cycle: object = None
-        app: ASGIApp  # set by uvicorn's __init__
-        limit_concurrency: int | None
+    header_timeout: ClassVar[float] = 10.0
+    max_header_bytes: ClassVar[int] = 16384
+    # uvicorn's private attributes this relies on (set by its __init__; tests/unit/test_serving_edge.py holds them)
+    app: ASGIApp
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any  # each implementation's own RequestResponseCycle (None before the first head): `response_complete`
+    connections: set[Any]
+    tasks: set[asyncio.Task[None]]
+    limit_concurrency: int | None
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            if self.limit_concurrency is not None:  # decided by our gate instead, whose 503 has Retry-After
-                self.app = concurrency_gate(self.app, self.limit_concurrency, self.connections, self.tasks)
-                self.limit_concurrency = None
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
+    _head_tail = b""  # the last bytes seen, for a blank line split between two reads
+    _head_cycle: object = None
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)
-            self._start_head()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.limit_concurrency is not None:  # decided by our gate instead, whose 503 has Retry-After
+            self.app = concurrency_gate(self.app, self.limit_concurrency, self.connections, self.tasks)
+            self.limit_concurrency = None
 
-        def _start_head(self) -> None:
-            self._head_cycle = self.cycle
-            self._head_bytes, self._head_tail = 0, b""
-            self._head_timer = self.loop.call_later(header_timeout, self._refuse, 408, "Request Timeout", head_late)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._start_head()
 
-        def _refuse(self, status: int, reason: str, message: str) -> None:
-            self._stop_head()
-            if not self.transport.is_closing():
-                self.transport.write(_refusal(status, reason, message))
-                self.transport.close()
+    def _start_head(self) -> None:
+        self._head_cycle = self.cycle
+        self._head_bytes, self._head_tail = 0, b""
+        late = f"request headers not received within {self.header_timeout:g} s"
+        self._head_timer = self.loop.call_later(self.header_timeout, self._refuse, 408, "Request Timeout", late)
 
-        def _stop_head(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        self._stop_head()
+        if not self.transport.is_closing():
+            self.transport.write(_refusal(status, reason, message))
+            self.transport.close()
 
-        def _head_too_large(self, data: bytes) -> bool:
-            """Counts this read's bytes up to the blank line that ends the head (the rest is body)."""
-            window = self._head_tail + data
-            end = window.find(b"\r\n\r\n")
-            size = self._head_bytes + (len(data) if end < 0 else end + 4 - len(self._head_tail))
-            self._head_bytes, self._head_tail = size, window[-3:]
-            return size > max_header_bytes
+    def _stop_head(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
 
-        def data_received(self, data: bytes) -> None:
-            if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
-                self._start_head()  # the next request of a keep-alive connection
-            if self._head_timer is not None and self._head_too_large(data):
-                self._refuse(431, "Request Header Fields Too Large", f"request headers exceed {max_header_bytes} bytes")
-                return
-            super().data_received(data)
-            if self._head_timer is not None and self.cycle is not self._head_cycle:
-                self._stop_head()  # headers parsed: the body has its own deadline (BodyTimeout)
+    def _head_too_large(self, data: bytes) -> bool:
+        """Counts this read's bytes up to the blank line that ends the head (the rest is body)."""
+        window = self._head_tail + data
+        end = window.find(b"\r\n\r\n")
+        size = self._head_bytes + (len(data) if end < 0 else end + 4 - len(self._head_tail))
+        self._head_bytes, self._head_tail = size, window[-3:]
+        return size > self.max_header_bytes
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._stop_head()
-            super().connection_lost(exc)
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._start_head()  # the next request of a keep-alive connection
+        if self._head_timer is not None and self._head_too_large(data):
+            too_large = f"request headers exceed {self.max_header_bytes} bytes"
+            self._refuse(431, "Request Header Fields Too Large", too_large)
+            return
+        super().data_received(data)
+        if self._head_timer is not None and self.cycle is not self._head_cycle:
+            self._stop_head()  # headers parsed: the body has its own deadline (BodyTimeout)
 
-    return EdgeProtocol
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head()
+        super().connection_lost(exc)
+
+
+class EdgeH11Protocol(EdgeLimits, H11Protocol):
+    """uvicorn's h11 protocol with `EdgeLimits`."""
+
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # no httptools: h11, as uvicorn's http="auto" would pick
+    AUTO_EDGE_PROTOCOL: type[EdgeLimits] = EdgeH11Protocol
+else:
+
+    class EdgeHttpToolsProtocol(EdgeLimits, HttpToolsProtocol):
+        """uvicorn's httptools protocol (its http="auto" choice when httptools is installed) with `EdgeLimits`."""
+
+    AUTO_EDGE_PROTOCOL = EdgeHttpToolsProtocol
+
+
+def edge_protocol(settings: Settings, base: type[EdgeLimits] | None = None) -> type[EdgeLimits]:
+    """The protocol class for uvicorn's `http` option: `base` (the one uvicorn's http="auto" would pick) with this
+    server's two head limits bound as class attributes (uvicorn makes the instances itself)."""
+    parent = base or AUTO_EDGE_PROTOCOL
+    limits = {"header_timeout": settings.request_header_timeout, "max_header_bytes": settings.max_header_bytes}
+    return cast("type[EdgeLimits]", type(parent.__name__, (parent,), limits))
 
 
 def concurrency_gate(app: ASGIApp, limit: int, connections: Sized, tasks: Sized) -> ASGIApp:
