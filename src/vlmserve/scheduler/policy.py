@@ -261,6 +261,16 @@ def _drainers(target: Memory, room: Memory, models: Mapping[str, ModelView]) -> 
     return drain
 
 
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """What every step of the swap-aware plan reads: the models, their waiters, the policy and the time."""
+
+    models: Mapping[str, ModelView]
+    by_model: Mapping[str, list[WaiterView]]
+    policy: Policy
+    now: float
+
+
 def _plan_swap_aware(
     models: Mapping[str, ModelView],
     by_model: dict[str, list[WaiterView]],
@@ -268,21 +278,45 @@ def _plan_swap_aware(
     now: float,
     expiring: set[str],
 ) -> list[Action]:
-    actions: list[Action] = []
-    caps = policy.caps
-    oldest = {name: min(w.enqueued_at for w in ws) for name, ws in by_model.items()}
-    pending = sorted((name for name in by_model if models[name].state == "unloaded"), key=lambda n: oldest[n])
-    aged = [name for name in pending if now - oldest[name] >= policy.max_swap_wait]
-    room = _room(models, caps)
+    """Loaded models serve their queues (except those draining for an overdue model), then waiting models load."""
+    snap = _Snapshot(models, by_model, policy, now)
+    pending, aged = _pending(snap)
+    room = _room(models, policy.caps)
+    actions, room, busy = _serve_loaded(snap, room, _draining_for(snap, aged, room))
+    return actions + _load_pending(snap, pending, aged, room, busy | expiring)
+
+
+def _pending(snap: _Snapshot) -> tuple[list[str], list[str]]:
+    """Unloaded models with waiters, the longest-waiting first; and those of them that are overdue (their oldest
+    request has waited max_swap_wait)."""
+    oldest = {name: min(w.enqueued_at for w in ws) for name, ws in snap.by_model.items()}
+    pending = sorted((n for n in snap.by_model if snap.models[n].state == "unloaded"), key=lambda n: oldest[n])
+    return pending, [name for name in pending if snap.now - oldest[name] >= snap.policy.max_swap_wait]
+
+
+def _draining_for(snap: _Snapshot, aged: Sequence[str], room: Memory) -> set[str]:
+    """An overdue model gets memory: whoever holds it stops taking work, then is swapped out. A degraded one
+    takes the room there is: nobody drains for it."""
+    caps = snap.policy.caps
     draining: set[str] = set()
-    for name in aged:  # an overdue model gets memory: whoever holds it stops taking work, then is swapped out
-        layout = _layout_of(models[name], by_model[name])
+    for name in aged:
+        layout = _layout_of(snap.models[name], snap.by_model[name])
         target = placements(layout, caps, room)
-        if target and not degraded(layout, caps):  # a degraded one takes the room there is: nobody drains
-            draining |= _drainers(target[0].memory, room, models)
-    busy: set[str] = set()  # models that got work in this plan: never evicted by it
-    for name, queue in by_model.items():
-        model = models[name]
+        if target and not degraded(layout, caps):
+            draining |= _drainers(target[0].memory, room, snap.models)
+    return draining
+
+
+def _serve_loaded(
+    snap: _Snapshot, room: dict[int, int], draining: set[str]
+) -> tuple[list[Action], dict[int, int], set[str]]:
+    """Each loaded model that is not draining admits its fitting waiters, in fair order, into its free slots; an
+    idle one whose waiters all want other engine options reloads with theirs (when they fit its memory).
+    Returns the actions, the room left, and the models that got work (never evicted by this plan)."""
+    actions: list[Action] = []
+    busy: set[str] = set()
+    for name, queue in snap.by_model.items():
+        model = snap.models[name]
         if model.state != "loaded" or name in draining:
             continue
         free_slots = model.parallel - model.in_flight
@@ -293,33 +327,47 @@ def _plan_swap_aware(
             actions.extend(Admit(w.id) for w in fair_order(fitting)[:free_slots])
             busy.add(name)
         elif model.in_flight == 0:
-            # only requests for other engine options wait: reload it with theirs (when they fit its memory)
             own = plus(room, model.held)
-            fitting_now = [p for p in placements(_layout_of(model, queue), caps, own) if fits(p.memory, own)]
+            layout = _layout_of(model, queue)
+            fitting_now = [p for p in placements(layout, snap.policy.caps, own) if fits(p.memory, own)]
             if fitting_now:
                 actions.append(Load(name, (name,), _variant_of(queue), fitting_now[0]))
                 room = plus(own, fitting_now[0].memory, -1)
                 busy.add(name)
-    reserved = busy | expiring
+    return actions, room, busy
+
+
+def _evictable(snap: _Snapshot, name: str, aged: Sequence[str], reserved: set[str]) -> list[ModelView]:
+    """Idle loaded models holding memory that `name`'s load may evict: not reserved by this plan, and, unless
+    `name` is overdue, none with waiters of its own."""
+    return [
+        m
+        for m in snap.models.values()
+        if m.state == "loaded"
+        and m.in_flight == 0
+        and _holds_any(m)
+        and m.name not in reserved
+        and (name in aged or m.name not in snap.by_model)
+    ]
+
+
+def _load_pending(
+    snap: _Snapshot, pending: Sequence[str], aged: Sequence[str], room: dict[int, int], reserved: set[str]
+) -> list[Action]:
+    """Waiting models load, the longest-waiting first, into the room left or by evicting idle models (`_choose`);
+    an overdue model that cannot load yet stops the younger ones from taking the memory it waits for."""
+    actions: list[Action] = []
+    reserved = set(reserved)
     for name in pending:
-        model = models[name]
-        idle = [
-            m
-            for m in models.values()
-            if m.state == "loaded"
-            and m.in_flight == 0
-            and _holds_any(m)
-            and m.name not in reserved
-            and (name in aged or m.name not in by_model)
-        ]
-        stale = [m for m in idle if _stale(m, policy, now)]
-        choice = _choose(_layout_of(model, by_model[name]), room, caps, idle, stale)
+        idle = _evictable(snap, name, aged, reserved)
+        stale = [m for m in idle if _stale(m, snap.policy, snap.now)]
+        choice = _choose(_layout_of(snap.models[name], snap.by_model[name]), room, snap.policy.caps, idle, stale)
         if choice is not None:
             placement, evict = choice
-            actions.append(Load(name, evict, _variant_of(by_model[name]), placement))
+            actions.append(Load(name, evict, _variant_of(snap.by_model[name]), placement))
             reserved.update(evict)
             for victim in evict:
-                room = plus(room, models[victim].held)
+                room = plus(room, snap.models[victim].held)
             room = plus(room, placement.memory, -1)
         elif name in aged:
             break  # nothing younger may take memory the overdue model is waiting for
