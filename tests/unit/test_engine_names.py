@@ -23,7 +23,7 @@ from vlmserve.domain.spec import LOCAL_ENGINES, EngineKind, ModelSpec
 
 ROOT = Path(vlmserve.__file__).resolve().parent
 SCANNED = ("api", "service", "ui", "scheduler")
-EXCEPTED = {ROOT / "service" / "catalog.py"}  # writes the embedded entries: engine names are its data
+EXCEPTED = {ROOT / "service" / "catalog.py"}  # writes the env-flag entries: engine names are its data
 SURFACE_NAMES = frozenset(surface.name for _, surface in PREFIXES)
 FILES = sorted(p for layer in SCANNED for p in (ROOT / layer).rglob("*.py") if p not in EXCEPTED)
 

