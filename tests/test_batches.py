@@ -217,7 +217,9 @@ def test_async_analyze_job(server: ServerProcess) -> None:
     assert job["status"] == "complete", job
     assert job["result"] == expected_text(3) and job["model"] == "slow"  # the deployment service's `result` text
     failed = httpx.post(f"{server.url}/analyze/async", json={"image_base64": _png(), "model": "nope"}).json()
+    deadline = time.monotonic() + 30
     while (job := httpx.get(f"{server.url}/job/{failed['id']}").json())["status"] == "pending":
+        assert time.monotonic() < deadline, job
         time.sleep(0.05)
     assert job["status"] == "failed" and "nope" in job["error"] and job["error_info"]["status"] == 404
     assert httpx.get(f"{server.url}/job/job-missing").status_code == 404

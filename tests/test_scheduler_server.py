@@ -53,13 +53,13 @@ def _background_posts(url: str, body: dict[str, Any], count: int) -> list[thread
     ]
     for thread in threads:
         thread.start()
-        time.sleep(0.05)
     return threads
 
 
 def _queued(server: ServerProcess, model: str) -> int:
     models = httpx.get(server.url + "/admin/models").json()["models"]
-    return next(m["queued"] for m in models if m["name"] == model)
+    # a model no request has reached yet has no runtime, and /admin/models does not list it: nothing queued
+    return next((m["queued"] for m in models if m["name"] == model), 0)
 
 
 def _wait_for(predicate: Any, seconds: float = 10.0) -> None:
@@ -103,7 +103,13 @@ def test_queue_timeout_is_503(slow_upstream: FakeUpstream) -> None:
         ],
     }
     with running_server(config) as server:
+
+        def chats() -> int:
+            return sum(r.path.endswith("/chat/completions") for r in slow_upstream.requests)
+
+        reached = chats()
         threads = _background_posts(server.url + "/v1/chat/completions", _chat("slow"), 1)
+        _wait_for(lambda: chats() > reached)  # the first holds the one slot: `late` queues behind it
         late = httpx.post(server.url + "/v1/chat/completions", json=_chat("slow"), timeout=30)
         assert late.status_code == 503 and "timed out" in late.json()["error"]["message"]
         assert late.headers["retry-after"]

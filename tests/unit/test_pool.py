@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -34,6 +34,7 @@ class Member:
         self.outcomes: deque[Outcome] = deque()
         self.calls = 0
         self.up = True  # what health() answers
+        self.probes = 0  # health() calls: the prober's
         self.hold: asyncio.Event | None = None
         self.closed = False
 
@@ -55,6 +56,7 @@ class Member:
         self.closed = True
 
     async def health(self) -> bool:
+        self.probes += 1
         return self.up
 
     def _next(self) -> Outcome:
@@ -121,6 +123,14 @@ async def answer(pool: PoolBackend) -> str:
     return texts[0]
 
 
+async def _until(check: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll with a deadline: the prober runs on its own timer."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 # --- choosing a replica -----------------------------------------------------------------------------------------
 
 
@@ -182,15 +192,13 @@ async def test_active_probe_brings_a_replica_back_before_its_cooldown_ends() -> 
     bad.up = False
     assert await answer(pool) == "r1"  # the first request also starts the prober
     assert pool.replicas[0].cooling
-    await asyncio.sleep(0.2)
+    probed = bad.probes
+    await _until(lambda: bad.probes >= probed + 3)
     assert pool.replicas[0].cooling  # probes keep failing: it stays out
     assert not pool.is_up(pool.replicas[0])
     bad.up = True
-    for _ in range(50):
-        if pool.is_up(pool.replicas[0]):
-            break
-        await asyncio.sleep(0.02)
-    assert pool.is_up(pool.replicas[0]) and pool.replicas[0].cooling  # back, on probation
+    await _until(lambda: pool.is_up(pool.replicas[0]))
+    assert pool.replicas[0].cooling  # back, on probation
     assert {await answer(pool) for _ in range(4)} == {"r0", "r1"}
     assert not pool.replicas[0].cooling  # it answered: healthy
     await pool.aclose()
