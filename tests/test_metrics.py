@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from types import SimpleNamespace
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ from openai import OpenAI
 from server_process import ServerProcess, running_server
 
 from vlmserve.api.metrics import Metrics
+from vlmserve.scheduler.snapshot import SchedulerSnapshot
 
 ADMIN = "vs-test-metrics-admin"
 
@@ -80,10 +81,10 @@ def test_metrics_cover_requests_tokens_scheduler_and_batches(server: ServerProce
 async def test_load_and_unload_counters_come_from_the_scheduler() -> None:
     """Remote models never load; the scheduler's counters (kind, model, reason) are rendered as they are."""
     counters = {("load", "m1", "request"): 3, ("unload", "m1", "idle"): 2, ("unload", "m1", "evicted"): 1}
-    config = SimpleNamespace(counters=counters, budget_bytes=2**30)
+    snapshot = SchedulerSnapshot(0.0, MappingProxyType({}), 0, 2**30, MappingProxyType(counters))
     gpu = {"index": 0, "name": "G", "total_bytes": 8 * 2**30, "used_bytes": 5 * 2**30, "free_bytes": 3 * 2**30,
            "budget_bytes": 7 * 2**30, "models": {"m1": 2 * 2**30}}  # fmt: skip
-    scheduler: Any = SimpleNamespace(config=config, runtimes=list, queued=lambda _: 0, gpu_report=lambda: [gpu])
+    scheduler: Any = SimpleNamespace(snapshot=lambda: snapshot, gpu_report=lambda: [gpu])
     metrics = Metrics()
     metrics.attach(scheduler)
     text = (await metrics.render(None)).decode()

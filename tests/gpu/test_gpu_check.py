@@ -110,7 +110,7 @@ async def test_transformers_model_on_cuda(scheduler_factory: Callable[..., Sched
     spec = ModelSpec(name="hf-gpu", engine="transformers", path=HF_DIR, context_size=2048)
     before = _used_now()
     async with sched.lease(spec) as lease:
-        runtime = sched.runtime(spec)
+        runtime = sched._models[spec.name]
         assert runtime.placement is not None and runtime.placement.kind == "gpu", runtime.placement
         assert lease.backend.spec.device == "cuda"
         measured, how = await _measured(sched, runtime, before)
@@ -125,7 +125,7 @@ async def test_gguf_offload_all_then_part_under_a_budget(scheduler_factory: Call
     sched = scheduler_factory()
     before = _used_now()
     async with sched.lease(spec):
-        runtime = sched.runtime(spec)
+        runtime = sched._models[spec.name]
         assert runtime.placement is not None and runtime.placement.complete, runtime.placement
         measured, how = await _measured(sched, runtime, before)
     estimate = sum(runtime.gpu_estimate.values())
@@ -136,7 +136,7 @@ async def test_gguf_offload_all_then_part_under_a_budget(scheduler_factory: Call
     tight = scheduler_factory(gpu_budget_mb=budget_mb)
     before = _used_now()
     async with tight.lease(spec):
-        runtime = tight.runtime(spec)
+        runtime = tight._models[spec.name]
         placement = runtime.placement
         assert placement is not None and placement.gpu_layers > 0 and not placement.complete, placement
         measured, how = await _measured(tight, runtime, before)
@@ -155,13 +155,13 @@ async def test_eviction_under_a_tight_gpu_budget(scheduler_factory: Callable[...
     budget_mb = int(need * 1.5) // MB  # one fits, two do not
     sched = scheduler_factory(gpu_budget_mb=budget_mb)
     async with sched.lease(first):
-        pid_a = sched.runtime(first).backend.pid  # type: ignore[attr-defined]
+        pid_a = sched._models[first.name].backend.pid  # type: ignore[attr-defined]
     async with sched.lease(second):
-        runtime_b = sched.runtime(second)
+        runtime_b = sched._models[second.name]
         assert runtime_b.placement is not None and runtime_b.placement.kind == "gpu"
     async with asyncio.timeout(30.0):  # the eviction ran before hf-b loaded; its runner is gone by now
-        await sched.runtime(first).unloaded.wait()
-    assert sched.config.counters[("unload", "hf-a", "evicted_for=hf-b")] == 1
+        await sched._models[first.name].unloaded.wait()
+    assert sched.snapshot().counters[("unload", "hf-a", "evicted_for=hf-b")] == 1
     gone = pid_a not in NvmlProbe().process_memory([pid_a])
     print(f"\nGPU-CHECK eviction under a {budget_mb} MB GPU budget: hf-a evicted for hf-b; hf-a's process "
           f"{'gone from' if gone else 'STILL ON'} the GPU")  # fmt: skip

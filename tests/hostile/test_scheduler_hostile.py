@@ -62,6 +62,9 @@ class ScriptedBackend:
     async def health(self) -> bool:
         return self._loaded
 
+    def stats(self) -> None:
+        return None  # one engine, not a pool
+
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         yield ChatChunk(finish_reason="stop")
 
@@ -73,7 +76,7 @@ class ScriptedBackend:
 
 
 def _loads(sched: Scheduler, model: str) -> int:
-    return sum(n for (kind, name, _), n in sched.config.counters.items() if kind == "load" and name == model)
+    return sum(n for (kind, name, _), n in sched.snapshot().counters.items() if kind == "load" and name == model)
 
 
 def _scheduler(budget_bytes: int, made: list[ScriptedBackend], fail_above: int | None = None) -> Scheduler:
@@ -93,11 +96,11 @@ async def test_a_failed_variant_load_leaves_the_model_as_it_was() -> None:
     sched = _scheduler(64 * 1024 * MB, made, fail_above=spec.context_size)
     async with sched.lease(spec):
         pass
-    before = sched.runtime(spec).estimate
+    before = sched.snapshot().model(spec).estimate
     with pytest.raises(EngineError):
         async with sched.lease(spec, engine_options={"context_size": 1_000_000_000}):
             pass
-    runtime = sched.runtime(spec)
+    runtime = sched.snapshot().model(spec)
     assert runtime.estimate == before and runtime.running_spec.context_size == spec.context_size
     for _ in range(3):  # every later request, with or without options it can serve, works
         async with sched.lease(spec) as lease:
@@ -113,7 +116,7 @@ async def test_num_ctx_is_bounded_by_what_the_model_can_use() -> None:
     sched = _scheduler(64 * 1024 * MB, made)
     async with sched.lease(spec, engine_options={"context_size": 1_000_000_000}) as lease:
         assert lease.backend.spec.context_size == max_context(spec) <= 1_048_576
-    assert sched.runtime(spec).estimate < 2 * estimate_bytes(spec.model_copy(update={"context_size": 8192}))
+    assert sched.snapshot().model(spec).estimate < 2 * estimate_bytes(spec.model_copy(update={"context_size": 8192}))
     await sched.close()
 
 
@@ -139,9 +142,9 @@ async def test_one_memory_spike_does_not_poison_the_next_estimate() -> None:
     sched = _scheduler(budget, made)
     async with sched.lease(spec):
         made[-1].rss = 40 * estimate_bytes(spec)  # one request made the runner balloon (thin image, 50 MB input)
-        sched._measure(sched.runtime(spec))
+        sched._measure(sched._models[spec.name])  # as the owner task's next measurement would
     assert await sched.unload(spec.name)
-    assert sched.runtime(spec).estimate <= MAX_RATIO * estimate_bytes(spec) < budget
+    assert sched.snapshot().model(spec).estimate <= MAX_RATIO * estimate_bytes(spec) < budget
     async with sched.lease(spec) as lease:  # not 507: a fresh runner needs what the file says
         assert lease.backend.loaded
     await sched.close()
@@ -153,13 +156,13 @@ async def test_an_idle_runner_that_kept_its_spike_is_recycled() -> None:
     sched = _scheduler(64 * 1024 * MB, made)
     async with sched.lease(spec):
         made[-1].rss = estimate_bytes(spec) * 4 + 1024 * MB
-    sched._measure(sched.runtime(spec))
-    runtime = sched.runtime(spec)
+    runtime = sched._models[spec.name]
+    sched._measure(runtime)  # as the owner task's next measurement would
     await asyncio.wait_for(runtime.unloaded.wait(), 10)  # its next tick unloads it ("memory_grew")
-    assert sched.config.counters[("unload", spec.name, "memory_grew")] == 1
+    assert sched.snapshot().counters[("unload", spec.name, "memory_grew")] == 1
     async with sched.lease(spec) as lease:  # the next request gets a fresh runner
         assert lease.backend.loaded
-    assert sched.config.counters[("load", spec.name, "reload")] == 1
+    assert sched.snapshot().counters[("load", spec.name, "reload")] == 1
     await sched.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import AsyncIterator
@@ -46,6 +47,9 @@ class FakeBackend:
 
     async def health(self) -> bool:
         return self._loaded
+
+    def stats(self) -> None:
+        return None  # one engine, not a pool
 
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         yield ChatChunk(finish_reason="stop")
@@ -106,24 +110,26 @@ async def test_concurrent_first_requests_load_once() -> None:
     sched = make(load_delay=0.05)
     spec = SPEC.model_copy(update={"parallel": 4})
 
-    async def use() -> int:
+    async def use() -> tuple[int, object]:
         async with sched.lease(spec) as lease:
-            return lease.load_ns
+            return lease.load_ns, lease.backend
 
-    load_times = await asyncio.gather(*(use() for _ in range(4)))
-    backend = sched.runtime(spec).backend
+    leases = await asyncio.gather(*(use() for _ in range(4)))
+    backends = {id(backend): backend for _, backend in leases}
+    assert len(backends) == 1
+    (backend,) = backends.values()
     assert isinstance(backend, FakeBackend) and backend.starts == 1
-    assert all(t > 0 for t in load_times)  # every request admitted by that load reports its duration
-    assert sched.config.counters[("load", "m", "first_use")] == 1
+    assert all(t > 0 for t, _ in leases)  # every request admitted by that load reports its duration
+    assert sched.snapshot().counters[("load", "m", "first_use")] == 1
     await sched.close()
 
 
 async def test_keep_alive_zero_unloads_after_the_request(scheduler: Scheduler) -> None:
-    async with scheduler.lease(SPEC, keep_alive=0):
-        pass
+    async with scheduler.lease(SPEC, keep_alive=0) as lease:
+        backend = lease.backend
     await settle()
-    assert scheduler.runtime(SPEC).state == "unloaded" and not scheduler.runtime(SPEC).backend.loaded
-    assert scheduler.config.counters[("unload", "m", "keep_alive")] == 1
+    assert scheduler.snapshot().model(SPEC).state == "unloaded" and not backend.loaded
+    assert scheduler.snapshot().counters[("unload", "m", "keep_alive")] == 1
 
 
 async def test_idle_timer_unloads_but_never_a_busy_model() -> None:
@@ -132,14 +138,15 @@ async def test_idle_timer_unloads_but_never_a_busy_model() -> None:
     async with sched.lease(SPEC, keep_alive=10):
         clock.now += 100  # a long request: the timer must not fire while it runs
         await settle()
-        assert sched.runtime(SPEC).state == "loaded"
+        assert sched.snapshot().model(SPEC).state == "loaded"
     await settle()
-    runtime = sched.runtime(SPEC)
-    assert runtime.expires_at == pytest.approx(clock.now + 10)
+    snapshot = sched.snapshot()
+    assert snapshot.model(SPEC).expires_at == pytest.approx(clock.now + 10)
+    assert snapshot.taken_at == clock.now and snapshot.model(SPEC).expires_in == pytest.approx(10)  # its own clock
     clock.now += 11
     sched.wake()
     await settle()
-    assert runtime.state == "unloaded"
+    assert sched.snapshot().model(SPEC).state == "unloaded"
     await sched.close()
 
 
@@ -147,7 +154,8 @@ async def test_negative_keep_alive_means_forever(scheduler: Scheduler) -> None:
     async with scheduler.lease(SPEC, keep_alive=math.inf):
         pass
     await settle()
-    assert scheduler.runtime(SPEC).expires_at is None and scheduler.runtime(SPEC).state == "loaded"
+    model = scheduler.snapshot().model(SPEC)
+    assert model.expires_at is None and model.state == "loaded"
 
 
 async def test_full_queue_is_overloaded_with_retry_after() -> None:
@@ -213,22 +221,22 @@ async def test_loading_a_second_model_evicts_the_idle_first() -> None:
     async with sched.lease(other):
         pass
     await settle()
-    assert sched.runtime(SPEC).state == "unloaded" and sched.runtime(other).state == "loaded"
-    assert sched.config.counters[("unload", "m", "evicted_for=other")] == 1
+    snapshot = sched.snapshot()
+    assert snapshot.model(SPEC).state == "unloaded" and snapshot.model(other).state == "loaded"
+    assert snapshot.counters[("unload", "m", "evicted_for=other")] == 1
     await sched.close()
 
 
 async def test_crashed_runner_frees_its_budget_and_reloads() -> None:
     sched = make(budget_mb=150)
-    async with sched.lease(SPEC):
-        pass
-    backend = sched.runtime(SPEC).backend
+    async with sched.lease(SPEC) as lease:
+        backend = lease.backend
     assert isinstance(backend, FakeBackend)
     backend._loaded = False  # the runner process died
     async with sched.lease(SPEC) as lease:
         assert lease.backend.loaded
     assert backend.starts == 2
-    assert sched.config.counters[("unload", "m", "crashed")] == 1
+    assert sched.snapshot().counters[("unload", "m", "crashed")] == 1
     await sched.close()
 
 
@@ -245,10 +253,10 @@ async def test_waiter_cancelled_before_admission_takes_no_slot(scheduler: Schedu
     release.set()
     await running
     await settle()
-    runtime = scheduler.runtime(SPEC)
-    assert runtime.in_flight == 0 and scheduler.queued("m") == 0
+    model = scheduler.snapshot().model(SPEC)
+    assert model.in_flight == 0 and model.queued == 0 and scheduler.queued("m") == 0
     async with scheduler.lease(SPEC):  # the slot is free again
-        assert runtime.in_flight == 1
+        assert scheduler.snapshot().model(SPEC).in_flight == 1
 
 
 async def test_engine_options_reload_only_that_model_and_sampling_never_does() -> None:
@@ -271,8 +279,33 @@ async def test_engine_options_reload_only_that_model_and_sampling_never_does() -
         assert isinstance(lease.backend, FakeBackend) and lease.backend.spec.context_size == 8192
     async with sched.lease(SPEC) as lease:  # no engine options: served by whatever is loaded
         assert lease.backend.spec.context_size == 8192
-    counters = sched.config.counters
+    snapshot = sched.snapshot()
+    counters = snapshot.counters
     assert counters[("load", "m", "options")] == 1 and counters[("unload", "m", "options")] == 1
-    assert sched.runtime(other).state == "loaded" and counters[("load", "other", "first_use")] == 1
+    assert snapshot.model(other).state == "loaded" and counters[("load", "other", "first_use")] == 1
     assert [s.context_size for s in made if s.name == "m"] == [SPEC.context_size, 8192]
     await sched.close()
+
+
+async def test_snapshot_is_frozen_and_reading_it_creates_nothing(scheduler: Scheduler) -> None:
+    before = scheduler.snapshot()
+    assert before.model(SPEC).state == "unloaded" and len(before.models) == 0  # reported from the entry alone
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        before.model(SPEC).state = "loaded"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        before.counters[("load", "m", "first_use")] = 1  # type: ignore[index]
+    assert len(scheduler.snapshot().models) == 0  # still nothing made for a model no request asked for
+    async with scheduler.lease(SPEC):
+        assert scheduler.snapshot().model(SPEC).in_flight == 1
+    assert len(before.models) == 0 and before.counters[("load", "m", "first_use")] == 0  # a copy: it never moves
+    assert scheduler.snapshot().counters[("load", "m", "first_use")] == 1
+
+
+async def test_engine_health_makes_a_remote_runtime_on_the_owner_task_and_never_a_local_one(
+    scheduler: Scheduler,
+) -> None:
+    remote = ModelSpec(name="r", engine="openai", url="http://127.0.0.1:9", remote_model="x")
+    assert (await scheduler.engine_health(SPEC)).reachable is None  # a local model never used: nothing to ask
+    probe = await scheduler.engine_health(remote)
+    assert probe.reachable is False and probe.stats is None  # the fake engine does not answer until started
+    assert list(scheduler.snapshot().models) == ["r"] and scheduler.snapshot().model(remote).state == "loaded"

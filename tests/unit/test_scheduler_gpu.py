@@ -57,6 +57,9 @@ class GpuFakeBackend:
     async def health(self) -> bool:
         return self._loaded
 
+    def stats(self) -> None:
+        return None  # one engine, not a pool
+
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         yield ChatChunk(finish_reason="stop")
 
@@ -118,7 +121,7 @@ async def use(sched: Scheduler, model: ModelSpec, **kwargs: object) -> ModelSpec
 async def test_whole_model_on_the_gpu_when_it_fits() -> None:
     sched, _ = make([("A", 4 * GB, 0)])
     started = await use(sched, spec("m"))
-    runtime = sched.runtime(spec("m"))
+    runtime = sched.snapshot().model(spec("m"))
     assert started.gpu_layers == 11 and started.devices == [0]  # 10 blocks + the output head
     assert runtime.gpu_need == {0: 1150 * MB}  # blocks + head + context
     assert runtime.need == 50 * MB  # RAM: only what stays on the CPU
@@ -130,7 +133,7 @@ async def test_partial_offload_is_chosen_from_free_vram() -> None:
     sched, _ = make([("A", 2 * GB, 1536 * MB)])
     started = await use(sched, spec("m"))
     assert started.gpu_layers == 4 and started.devices == [0]
-    runtime = sched.runtime(spec("m"))
+    runtime = sched.snapshot().model(spec("m"))
     assert runtime.gpu_need == {0: 500 * MB}
     assert runtime.need == 50 * MB + 6 * 100 * MB + 50 * MB  # host + the 6 first blocks + the head in RAM
     assert runtime.placement is not None and runtime.placement.kind == "gpu"
@@ -140,7 +143,7 @@ async def test_partial_offload_is_chosen_from_free_vram() -> None:
 async def test_cpu_fallback_when_no_gpu_has_room_for_a_block() -> None:
     sched, _ = make([("A", 2 * GB, 1900 * MB)])  # 148 MB free: the context alone leaves no room for a block
     started = await use(sched, spec("m"))
-    runtime = sched.runtime(spec("m"))
+    runtime = sched.snapshot().model(spec("m"))
     assert started.gpu_layers == 0 and started.devices == []  # the runner gets no GPU at all
     assert runtime.vram_bytes == 0 and runtime.need == 1100 * MB  # host + blocks + head, all in RAM
     assert sched.gpu_report()[0]["models"] == {}
@@ -153,8 +156,9 @@ async def test_two_gpus_most_room_first_then_the_other_without_eviction() -> Non
     second = await use(sched, spec("b"))
     assert first.devices == [1]  # B had more room
     assert second.devices == [0]  # B has 1.85 GB left, A 2 GB: A now
-    assert sched.runtime(spec("a")).state == sched.runtime(spec("b")).state == "loaded"
-    assert not any(k == "unload" for k, _, _ in sched.config.counters)
+    snapshot = sched.snapshot()
+    assert snapshot.model(spec("a")).state == snapshot.model(spec("b")).state == "loaded"
+    assert not any(k == "unload" for k, _, _ in snapshot.counters)
     report = {g["index"]: g["models"] for g in sched.gpu_report()}
     assert report == {0: {"b": 1150 * MB}, 1: {"a": 1150 * MB}}
     await sched.close()
@@ -167,10 +171,11 @@ async def test_eviction_frees_the_short_device_only() -> None:
     await use(sched, cpu_model)
     await use(sched, spec("a"))
     await use(sched, spec("b"))  # needs GPU memory: only "a" holds any, so only "a" goes
-    assert sched.runtime(spec("b")).placement is not None and sched.runtime(spec("b")).gpu_need == {0: 1150 * MB}
-    await until(lambda: sched.runtime(spec("a")).state == "unloaded")
-    assert sched.runtime(cpu_model).state == "loaded"  # least recently used, but freeing RAM would not help
-    assert sched.config.counters[("unload", "a", "evicted_for=b")] == 1
+    b = sched.snapshot().model(spec("b"))
+    assert b.placement is not None and b.gpu_need == {0: 1150 * MB}
+    await until(lambda: sched.snapshot().model(spec("a")).state == "unloaded")
+    assert sched.snapshot().model(cpu_model).state == "loaded"  # least recently used, but freeing RAM would not help
+    assert sched.snapshot().counters[("unload", "a", "evicted_for=b")] == 1
     await sched.close()
 
 
@@ -183,10 +188,10 @@ async def test_a_busy_gpu_makes_the_next_model_wait_not_fall_back() -> None:
             await release.wait()
 
     holder = asyncio.create_task(hold())
-    await until(lambda: sched.runtime(spec("a")).in_flight == 1)
+    await until(lambda: sched.snapshot().model(spec("a")).in_flight == 1)
     second = asyncio.create_task(use(sched, spec("b")))
     await until(lambda: sched.queued("b") == 1)
-    assert sched.runtime(spec("b")).state == "unloaded"  # it fits the GPU once "a" is idle: it waits for it
+    assert sched.snapshot().model(spec("b")).state == "unloaded"  # it fits the GPU once "a" is idle: it waits for it
     release.set()
     started = await second
     assert started.gpu_layers == 11 and started.devices == [0]
@@ -198,16 +203,17 @@ async def test_measured_gpu_memory_replaces_the_estimate_and_corrects_the_next_l
     sched, probe = make([("A", 4 * GB, 0)])
     model = spec("m")
     await use(sched, model)
-    runtime = sched.runtime(model)
+    runtime = sched._models[model.name]  # the live runtime: this test measures it as the owner task would
     probe.set_process(runtime.backend.pid, {0: 3000 * MB})  # type: ignore[attr-defined]
     sched.memory.measure(runtime)
-    assert runtime.gpu_need == {0: 3000 * MB} and runtime.gpu_measured is not None
+    measured = sched.snapshot().model(model)
+    assert measured.gpu_need == {0: 3000 * MB} and measured.gpu_measured is not None
     assert sched.gpu_report()[0]["models"] == {"m": 3000 * MB}
     assert await sched.unload("m")
     # the next load starts from the files' estimate x what was measured, bounded to 2x: 2300 MB, not 3000
     probe.process.clear()
     await use(sched, model)
-    assert sched.runtime(model).gpu_need == {0: 2300 * MB}
+    assert sched.snapshot().model(model).gpu_need == {0: 2300 * MB}
     await sched.close()
 
 
@@ -220,7 +226,7 @@ async def test_a_model_larger_than_every_gpu_offloads_what_fits_or_splits() -> N
     two, _ = make([("A", 1280 * MB, 0), ("B", 1280 * MB, 0)])
     started = await use(two, big)
     assert started.devices == [0, 1] and started.gpu_layers == 11 and started.tensor_split == [0.5, 0.5]
-    assert set(two.runtime(big).gpu_need) == {0, 1}
+    assert set(two.snapshot().model(big).gpu_need) == {0, 1}
     await two.close()
 
 
@@ -258,7 +264,7 @@ async def test_devices_and_tensor_split_from_the_entry() -> None:
     split = spec("s", devices=[0, 1], tensor_split=[3.0, 1.0])
     started = await use(sched, split)
     assert started.devices == [0, 1] and started.tensor_split == [3.0, 1.0]
-    need = sched.runtime(split).gpu_need
+    need = sched.snapshot().model(split).gpu_need
     assert need[0] > need[1] and 2 not in need
     pinned = await use(sched, spec("one", devices=[1]))
     assert pinned.devices == [1]  # not C, although C has the most room
@@ -269,7 +275,7 @@ async def test_a_failed_gpu_load_holds_nothing_afterwards() -> None:
     sched, _ = make([("A", 4 * GB, 0)], fail=lambda s: s.name == "bad")
     with pytest.raises(EngineError):
         await use(sched, spec("bad"))
-    runtime = sched.runtime(spec("bad"))
+    runtime = sched.snapshot().model(spec("bad"))
     assert runtime.state == "unloaded" and runtime.gpu_need == {} and runtime.placement is None
     assert sched.gpu_status() == {
         "gpu_available": True, "gpu_total_gb": 4.0, "gpu_allocated_gb": 0.0, "gpu_free_gb": 4.0,
@@ -284,7 +290,7 @@ async def test_without_gpus_placement_leaves_the_spec_alone() -> None:
     model = spec("m")
     started = await use(sched, model)
     assert started == model  # the engine keeps its own defaults (gpu_layers auto)
-    assert sched.runtime(model).need == 1100 * MB and sched.gpu_report() == []
+    assert sched.snapshot().model(model).need == 1100 * MB and sched.gpu_report() == []
     assert sched.gpu_status()["gpu_available"] is False
-    assert sched.runtime(model).base == {RAM: 1100 * MB}
+    assert sched._models[model.name].base == {RAM: 1100 * MB}  # the files' estimate: internal to accounting
     await sched.close()

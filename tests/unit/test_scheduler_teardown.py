@@ -50,6 +50,9 @@ class TeardownBackend:
     async def health(self) -> bool:
         return self._loaded
 
+    def stats(self) -> None:
+        return None  # one engine, not a pool
+
     async def chat(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         yield ChatChunk(finish_reason="stop")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -14,16 +13,15 @@ from vlmserve.api.state import AppState, JSONBytes, state_of
 from vlmserve.api.wire import JsonRoute
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.scheduler.memory import MB, machine_memory_bytes
-from vlmserve.scheduler.state import Runtime
+from vlmserve.scheduler.snapshot import ModelSnapshot, SchedulerSnapshot
 
 router = APIRouter(prefix="/admin", tags=["admin"], route_class=JsonRoute)
 
 
-def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:
-    now_mono = time.monotonic()  # the scheduler's clock
-    expires_in = None if runtime.expires_at is None else round(runtime.expires_at - now_mono, 1)
-    counters = state.scheduler.config.counters
-    name = runtime.spec.name
+def _model_info(snapshot: SchedulerSnapshot, runtime: ModelSnapshot) -> dict[str, Any]:
+    expires_in = None if runtime.expires_in is None else round(runtime.expires_in, 1)
+    counters = snapshot.counters
+    name = runtime.name
     info: dict[str, Any] = {
         "name": name,
         "engine": runtime.spec.engine,
@@ -32,7 +30,7 @@ def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:
         "priority": runtime.spec.priority,
         "parallel": runtime.spec.parallel,
         "in_flight": runtime.in_flight,
-        "queued": state.scheduler.queued(name),
+        "queued": runtime.queued,
         "expires_in_seconds": expires_in,
         "memory": {
             "estimated_bytes": runtime.estimate,
@@ -44,13 +42,12 @@ def _model_info(state: AppState, runtime: Runtime) -> dict[str, Any]:
         "loads": {reason: n for (kind, model, reason), n in counters.items() if kind == "load" and model == name},
         "unloads": {reason: n for (kind, model, reason), n in counters.items() if kind == "unload" and model == name},
     }
-    stats = runtime.backend.stats()  # a pooled remote model: each upstream's health and load
-    if stats is not None:
-        info["replicas"] = [asdict(replica) for replica in stats.upstreams]
+    if runtime.stats is not None:  # a pooled remote model: each upstream's health and load
+        info["replicas"] = [asdict(replica) for replica in runtime.stats.upstreams]
     return info
 
 
-def _placement(runtime: Runtime) -> dict[str, Any] | None:
+def _placement(runtime: ModelSnapshot) -> dict[str, Any] | None:
     """Where the loaded engine runs: cpu, gpu (devices) or a split, and how many layers are offloaded."""
     placement = runtime.placement
     if placement is None or runtime.state == "unloaded":
@@ -60,16 +57,16 @@ def _placement(runtime: Runtime) -> dict[str, Any] | None:
 
 @router.get("/models")
 async def models(request: Request) -> Response:
-    state = state_of(request)
-    return JSONBytes({"models": [_model_info(state, r) for r in state.scheduler.runtimes()]})
+    snapshot = state_of(request).scheduler.snapshot()
+    return JSONBytes({"models": [_model_info(snapshot, r) for r in snapshot.models.values()]})
 
 
 @router.get("/memory")
 async def memory(request: Request) -> Response:
     state = state_of(request)
-    budget = state.scheduler.config.budget_bytes
-    used = state.scheduler.used_bytes()
-    per_model = {r.spec.name: r.need for r in state.scheduler.runtimes() if r.state != "unloaded" and r.need}
+    snapshot = state.scheduler.snapshot()
+    budget, used = snapshot.budget_bytes, snapshot.used_bytes
+    per_model = {r.name: r.need for r in snapshot.models.values() if r.state != "unloaded" and r.need}
     gpus = state.scheduler.gpu_report()
     ram = {
         "device": "cpu",
@@ -122,6 +119,6 @@ async def unload(name: str, request: Request) -> Response:
 async def unload_all(request: Request) -> Response:
     """The seeds' "emergency cleanup": every idle local model is unloaded now, busy ones as soon as they finish."""
     state = state_of(request)
-    names = [r.spec.name for r in state.scheduler.runtimes() if r.spec.is_local and r.state == "loaded"]
+    names = state.scheduler.snapshot().loaded_local()
     results = await asyncio.gather(*(state.scheduler.unload(n, "admin") for n in names))
     return JSONBytes({"unloaded": [n for n, ok in zip(names, results, strict=True) if ok]})

@@ -129,7 +129,7 @@ def _available_bytes() -> int:
 
 
 def _loaded(state: AppState) -> set[str]:
-    return {r.spec.name for r in state.scheduler.runtimes() if r.spec.is_local and r.state == "loaded"}
+    return set(state.scheduler.snapshot().loaded_local())
 
 
 def _need(state: AppState, spec: ModelSpec, loaded: set[str]) -> int:
@@ -141,9 +141,9 @@ def _need(state: AppState, spec: ModelSpec, loaded: set[str]) -> int:
 
 
 def memory_status(state: AppState) -> dict[str, Any]:
-    budget = state.scheduler.config.budget_bytes
-    used = state.scheduler.used_bytes()
-    loaded = _loaded(state)
+    snapshot = state.scheduler.snapshot()
+    budget, used = snapshot.budget_bytes, snapshot.used_bytes
+    loaded = set(snapshot.loaded_local())
     vision = state.catalog.default_vision_model
     safe = vision is not None and _need(state, state.catalog.get(vision), loaded) <= budget - used
     gpu = state.scheduler.gpu_status()  # gpu_available, gpu_total_gb, gpu_allocated_gb, gpu_free_gb
@@ -197,7 +197,7 @@ async def get_memory_status(request: Request) -> Response:
 @router.get("/model_status", response_model=ModelStatus)
 async def model_status(request: Request) -> Response:
     state = state_of(request)
-    states = {r.spec.name: r.state for r in state.scheduler.runtimes()}
+    states = {name: m.state for name, m in state.scheduler.snapshot().models.items()}
     specs = state.catalog.all()
     configs = {s.name: _config(s, states.get(s.name, "unloaded" if s.is_local else "remote")) for s in specs}
     return JSONBytes({"timestamp": int(time.time()), "available_models": [s.name for s in specs],

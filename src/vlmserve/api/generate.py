@@ -78,7 +78,7 @@ def _device(state: AppState, spec: ModelSpec) -> str:
         return _device(state, state.catalog.get(spec.chat_model))
     if not spec.is_local:
         return "remote"
-    on_gpu = any(r.spec.name == spec.name and r.vram_bytes > 0 for r in state.scheduler.runtimes())
+    on_gpu = state.scheduler.snapshot().model(spec).vram_bytes > 0
     return "gpu" if on_gpu or spec.device == "cuda" else "cpu"
 
 

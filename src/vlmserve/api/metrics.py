@@ -89,18 +89,19 @@ class _SchedulerCollector(Collector):
         depth = GaugeMetricFamily("vlmserve_queue_depth", "requests waiting per model", labels=["model"])
         loaded = GaugeMetricFamily("vlmserve_model_loaded", "1 when the model is loaded", labels=["model"])
         memory = GaugeMetricFamily("vlmserve_model_memory_bytes", "memory held per model", labels=["model"])
-        for runtime in scheduler.runtimes():
-            name = runtime.spec.name
-            depth.add_metric([name], scheduler.queued(name))
+        snapshot = scheduler.snapshot()
+        for runtime in snapshot.models.values():
+            name = runtime.name
+            depth.add_metric([name], runtime.queued)
             loaded.add_metric([name], 1.0 if runtime.state == "loaded" else 0.0)
             held = (runtime.measured or runtime.need) if runtime.state != "unloaded" else 0
             memory.add_metric([name], float(held or 0))
         budget = GaugeMetricFamily("vlmserve_memory_budget_bytes", "memory budget of local models")
-        budget.add_metric([], scheduler.config.budget_bytes)
+        budget.add_metric([], snapshot.budget_bytes)
         yield from _gpu_gauges(scheduler.gpu_report())
         loads = CounterMetricFamily("vlmserve_model_loads", "model loads by reason", labels=["model", "reason"])
         unloads = CounterMetricFamily("vlmserve_model_unloads", "model unloads by reason", labels=["model", "reason"])
-        for (kind, model, reason), count in list(scheduler.config.counters.items()):
+        for (kind, model, reason), count in snapshot.counters.items():
             target = loads if kind == "load" else unloads if kind == "unload" else None
             if target is not None:
                 target.add_metric([model, reason], count)
@@ -143,8 +144,8 @@ class _PoolCollector(Collector):
         cooldowns = CounterMetricFamily("vlmserve_replica_cooldowns", "times a replica was cooled down", labels=labels)
         retries = CounterMetricFamily("vlmserve_engine_retries", "retries by the error that caused them",
                                       labels=["model", "type"])  # fmt: skip
-        for runtime in self.scheduler.runtimes():
-            stats, name = runtime.backend.stats(), runtime.spec.name
+        for runtime in self.scheduler.snapshot().models.values():
+            stats, name = runtime.stats, runtime.name
             if stats is None:  # one engine, not a pool
                 continue
             for replica in stats.upstreams:

@@ -69,21 +69,18 @@ def _files_present(spec: ModelSpec) -> bool:
 async def _probe(state: AppState, spec: ModelSpec) -> dict[str, Any]:
     if spec.ocr_model and spec.chat_model:  # a pipeline: it runs on its parts
         return {"engine": spec.engine, "loaded": False, "ready": True}
-    known = {r.spec.name: r for r in state.scheduler.runtimes()}
     if spec.is_local:
-        runtime = known.get(spec.name)  # a model never used has no runtime yet: nothing to probe
-        loaded = runtime is not None and runtime.state == "loaded"
+        loaded = state.scheduler.snapshot().model(spec).state == "loaded"  # a model never used is unloaded
         # a local engine is "reachable" when loaded and answering; None while it is not loaded
-        reachable = await runtime.backend.health() if runtime is not None and loaded else None
+        reachable = (await state.scheduler.engine_health(spec)).reachable if loaded else None
         return {"engine": spec.engine, "loaded": loaded, "reachable": reachable,
                 "ready": _files_present(spec) and reachable is not False}  # fmt: skip
-    runtime = state.scheduler.runtime(spec)
-    reachable = await runtime.backend.health()
-    info: dict[str, Any] = {"engine": spec.engine, "loaded": False, "reachable": reachable, "ready": reachable}
+    probe = await state.scheduler.engine_health(spec)  # a remote engine is asked even before its first request
+    info: dict[str, Any] = {"engine": spec.engine, "loaded": False, "reachable": probe.reachable,
+                            "ready": probe.reachable}  # fmt: skip
     info["url"] = public_url(spec.url) if spec.url else None
-    stats = runtime.backend.stats()  # read after the probe above, which updated them
-    if stats is not None:
-        info["replicas"] = [asdict(replica) for replica in stats.upstreams]
+    if probe.stats is not None:  # read after the probe, which updated them
+        info["replicas"] = [asdict(replica) for replica in probe.stats.upstreams]
     return info
 
 

@@ -18,17 +18,18 @@ import dataclasses
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from vlmserve.backends.base import Backend
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.errors import Overloaded, Unavailable
 from vlmserve.scheduler import policy as pol
 from vlmserve.scheduler.accounting import MAX_RATIO, MIN_RATIO, MemoryBook
 from vlmserve.scheduler.devices import GpuProbe
 from vlmserve.scheduler.jobs import Jobs, close_backend
 from vlmserve.scheduler.placement import Layout
+from vlmserve.scheduler.snapshot import EngineProbe, SchedulerSnapshot, take
 from vlmserve.scheduler.state import (
     Call,
     Done,
@@ -40,12 +41,19 @@ from vlmserve.scheduler.state import (
     SchedulerConfig,
     Waiter,
     engine_variant,
+    keep_alive_of,
+    new_runtime,
+    queue_full,
+    queue_timed_out,
+    set_unloaded,
+    spec_to_load,
     waiter_ids,
     waiter_view,
 )
 
 log = logging.getLogger("vlmserve.scheduler")
 BackendFactory = Callable[[ModelSpec], Backend]
+T = TypeVar("T")
 MEASURE_EVERY = 5.0  # seconds between RSS measurements of loaded runners
 __all__ = ["MAX_RATIO", "MIN_RATIO", "Scheduler"]
 
@@ -72,7 +80,8 @@ class Scheduler:
         self._events: asyncio.Queue[Event] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._jobs: set[asyncio.Task[None]] = set()
-        self._loader = Jobs(self._models, self._events, factory, config.counters)
+        self._counters: Counter[tuple[str, str, str]] = Counter()  # (load/unload, model, reason): its own, not config
+        self._loader = Jobs(self._models, self._events, factory, self._counters)
         self.memory = MemoryBook(config, probe) if layout_fn is None else MemoryBook(config, probe, layout_fn)
         self.memory.refresh()
         self._last_measure = 0.0
@@ -80,24 +89,21 @@ class Scheduler:
 
     # --- what requests and admin endpoints call -------------------------------------------------------------
 
-    def runtime(self, spec: ModelSpec) -> Runtime:
+    def snapshot(self) -> SchedulerSnapshot:
+        """A frozen copy of every model's state on the scheduler's clock: what readers outside it use."""
+        queued = Counter(w.view.model for w in self._waiters.values())
+        return take(self._models.values(), queued, self._clock(), self.config.budget_bytes, self._counters)
+
+    async def engine_health(self, spec: ModelSpec) -> EngineProbe:
+        """Ask a model's engine whether it answers (GET /health). A remote engine is asked even before its first
+        request, so its runtime (and backend) may have to be made: on the owner task, the one place runtimes
+        are made. A local engine is asked only while loaded (reachable None otherwise: nothing runs to ask)."""
         runtime = self._models.get(spec.name)
-        if runtime is None:
-            runtime = Runtime(spec, self._factory(spec), engine_spec=spec)
-            self.memory.forget(runtime)
-            if spec.is_local:
-                runtime.unloaded.set()
-            else:
-                runtime.state = "loaded"  # remote engines are always "loaded": nothing to load locally
-            self._models[spec.name] = runtime
-        return runtime
-
-    def runtimes(self) -> list[Runtime]:
-        return list(self._models.values())
-
-    def used_bytes(self) -> int:
-        """RAM the loaded (and loading / unloading) models hold, as the budget counts it."""
-        return sum(r.need for r in self._models.values() if r.state in pol.HOLDS_MEMORY)
+        if spec.is_local and (runtime is None or runtime.state != "loaded"):
+            return EngineProbe(None, None)
+        backend = runtime.backend if runtime is not None else await self._on_owner(lambda: self._runtime(spec).backend)
+        reachable = await backend.health()
+        return EngineProbe(reachable, backend.stats())  # stats read after the probe, which updated them
 
     def gpu_report(self) -> list[dict[str, Any]]:
         """Per GPU: index, name, total, used, free, budget and the models on it (GET /admin/memory)."""
@@ -153,25 +159,37 @@ class Scheduler:
 
     async def unload(self, name: str, reason: str = "admin") -> bool:
         """Unload a model once it is idle; False if it was not loaded."""
-        done = asyncio.get_running_loop().create_future()
 
-        def run() -> None:
+        def expire() -> bool:
             runtime = self._models.get(name)
             if runtime is None or runtime.state != "loaded" or not runtime.spec.is_local:
-                done.set_result(False)
-                return
+                return False
             runtime.expires_at = self._clock()  # expire now: the plan unloads it as soon as it is idle
             runtime.keep_alive = 0.0
             self._unload_reasons[name] = reason
-            done.set_result(True)
+            return True
 
-        self._events.put_nowait(Call(run))
-        if not await done:
+        if not await self._on_owner(expire):
             return False
         with contextlib.suppress(TimeoutError):  # a model with a steady queue may not go idle: say what happened
             async with asyncio.timeout(30.0):
                 await self._models[name].unloaded.wait()
         return self._models[name].state == "unloaded"
+
+    async def _on_owner(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the owner task and return what it returns (directly while there is no owner task)."""
+        if self._task is None or self._task.done():
+            return fn()
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except Exception as exc:  # the caller gets the error, never a wait without end
+                done.set_exception(exc)
+
+        self._events.put_nowait(Call(run))
+        return await done
 
     def wake(self) -> None:
         """Plan again now (for an injected clock that moved on its own)."""
@@ -253,8 +271,16 @@ class Scheduler:
         else:
             event.run()
 
+    def _runtime(self, spec: ModelSpec) -> Runtime:
+        """The model's runtime, made on its first request: on the owner task only (or while none runs)."""
+        runtime = self._models.get(spec.name)
+        if runtime is None:
+            runtime = self._models[spec.name] = new_runtime(spec, self._factory(spec))
+            self.memory.forget(runtime)
+        return runtime
+
     def _enqueue(self, spec: ModelSpec, waiter: Waiter) -> None:
-        runtime = self.runtime(spec)
+        runtime = self._runtime(spec)
         # what a fresh load would take (not what a loaded runner holds now: one request's spike must not make
         # the model look as if it could never fit again)
         layout = self.memory.layout(waiter.load_spec or runtime.running_spec)
@@ -265,13 +291,7 @@ class Scheduler:
             waiter.view = dataclasses.replace(waiter.view, need_bytes=layout.cpu_bytes, layout=layout)
         queued = self.queued(spec.name)
         if queued >= self.config.max_queue:
-            rate = spec.parallel / max(runtime.service_seconds, 1e-3)  # requests per second this model completes
-            waiter.future.set_exception(
-                Overloaded(
-                    f"model '{spec.name}' has {queued} requests queued (limit {self.config.max_queue})",
-                    retry_after=max(1, math.ceil((queued + 1) / rate)),
-                )
-            )
+            waiter.future.set_exception(queue_full(runtime, queued, self.config.max_queue))
             return
         if runtime.state == "loaded" and spec.is_local and not runtime.backend.loaded:
             self._mark_unloaded(runtime, "crashed")  # the runner died since its last request
@@ -294,13 +314,8 @@ class Scheduler:
         if event.keep_alive is not None:
             runtime.keep_alive = event.keep_alive
         if runtime.in_flight == 0 and runtime.spec.is_local:
-            alive = self._keep_alive(runtime)
+            alive = keep_alive_of(runtime, self.config.keep_alive)
             runtime.expires_at = None if math.isinf(alive) or runtime.spec.pin else now + alive
-
-    def _keep_alive(self, runtime: Runtime) -> float:
-        if runtime.keep_alive is not None:
-            return runtime.keep_alive
-        return runtime.spec.keep_alive if runtime.spec.keep_alive is not None else self.config.keep_alive
 
     def _done(self, event: Done) -> None:
         runtime = self._models[event.model]
@@ -314,9 +329,7 @@ class Scheduler:
                     self._spawn(close_backend(runtime.backend))
                     runtime.backend, runtime.variant, runtime.engine_spec = self._factory(runtime.spec), "", None
             self.memory.forget(runtime)
-            runtime.state = "unloaded"
-            runtime.unloaded.set()
-            runtime.expires_at = None
+            set_unloaded(runtime)
             return
         runtime.state = "loaded"
         runtime.loaded_at = self._clock()
@@ -326,10 +339,8 @@ class Scheduler:
         self._measure(runtime)
 
     def _mark_unloaded(self, runtime: Runtime, reason: str) -> None:
-        runtime.state = "unloaded"
-        runtime.unloaded.set()
-        runtime.expires_at = None
-        self.config.counters[("unload", runtime.spec.name, reason)] += 1
+        set_unloaded(runtime)
+        self._counters[("unload", runtime.spec.name, reason)] += 1
         log.warning("model %s is no longer loaded (reason=%s)", runtime.spec.name, reason)
 
     def _measure(self, runtime: Runtime) -> None:
@@ -351,13 +362,7 @@ class Scheduler:
         for waiter_id, waiter in list(self._waiters.items()):
             if now >= waiter.deadline:
                 del self._waiters[waiter_id]
-                waiter.future.set_exception(
-                    Unavailable(
-                        f"timed out after {now - waiter.view.enqueued_at:.0f}s waiting in the queue of "
-                        f"model '{waiter.view.model}'",
-                        retry_after=max(1, math.ceil(self._models[waiter.view.model].service_seconds)),
-                    )
-                )
+                waiter.future.set_exception(queue_timed_out(waiter, now, self._models[waiter.view.model]))
         measure = now - self._last_measure >= MEASURE_EVERY
         if measure:
             self._last_measure = now
@@ -386,7 +391,7 @@ class Scheduler:
                 runtime = self._models[action.model]
                 runtime.state = "loading"
                 runtime.unloaded.clear()
-                load_spec = self._spec_to_load(runtime, action.variant)
+                load_spec = spec_to_load(runtime, action.variant, self._waiters.values())
                 self.memory.begin(runtime, load_spec, action.placement)
                 self.memory.log_placement(runtime, action.placement)
                 placed = self.memory.placed_spec(load_spec, action.placement)
@@ -397,17 +402,6 @@ class Scheduler:
                 self._spawn(self._loader.unload(self._models[action.model], reason))
         for runtime in self._models.values():
             runtime.load_ns = 0  # only requests admitted right after a load report its duration
-
-    def _spec_to_load(self, runtime: Runtime, variant: str | None) -> ModelSpec:
-        """The spec a Load runs: the engine options of a request queued for `variant`, else what runs now."""
-        if variant is None or variant == runtime.variant:
-            return runtime.running_spec
-        if variant == "":
-            return runtime.spec
-        for waiter in self._waiters.values():
-            if waiter.view.model == runtime.spec.name and waiter.view.variant == variant and waiter.load_spec:
-                return waiter.load_spec
-        return runtime.spec
 
     def _spawn(self, job: Coroutine[None, None, None]) -> None:
         task = asyncio.get_running_loop().create_task(job)

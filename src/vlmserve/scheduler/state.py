@@ -1,18 +1,19 @@
-"""The scheduler's state and the events its owner task applies (plain data; no behaviour)."""
+"""The scheduler's state and the events its owner task applies: plain data, and the small steps on it that the
+owner task takes (making a runtime, marking it unloaded, the errors a queue gives)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import os
-from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from vlmserve.backends.base import Backend
 from vlmserve.domain.spec import ModelSpec
-from vlmserve.errors import VlmServeError
+from vlmserve.errors import Overloaded, Unavailable, VlmServeError
 from vlmserve.scheduler import policy as pol
 from vlmserve.scheduler.memory import max_context
 from vlmserve.scheduler.placement import Layout, Placement
@@ -88,6 +89,36 @@ class Runtime:
         )
 
 
+def new_runtime(spec: ModelSpec, backend: Backend) -> Runtime:
+    runtime = Runtime(spec, backend, engine_spec=spec)
+    if spec.is_local:
+        runtime.unloaded.set()
+    else:
+        runtime.state = "loaded"  # remote engines are always "loaded": nothing to load locally
+    return runtime
+
+
+def keep_alive_of(runtime: Runtime, default: float) -> float:
+    """How long it stays loaded once idle: the last request's keep_alive, else the entry's, else the server's."""
+    if runtime.keep_alive is not None:
+        return runtime.keep_alive
+    return runtime.spec.keep_alive if runtime.spec.keep_alive is not None else default
+
+
+def queue_full(runtime: Runtime, queued: int, limit: int) -> Overloaded:
+    rate = runtime.spec.parallel / max(runtime.service_seconds, 1e-3)  # requests per second this model completes
+    return Overloaded(
+        f"model '{runtime.spec.name}' has {queued} requests queued (limit {limit})",
+        retry_after=max(1, math.ceil((queued + 1) / rate)),
+    )
+
+
+def set_unloaded(runtime: Runtime) -> None:
+    runtime.state = "unloaded"
+    runtime.unloaded.set()
+    runtime.expires_at = None
+
+
 @dataclass
 class Waiter:
     view: pol.WaiterView
@@ -127,7 +158,7 @@ Event = Enqueue | Leave | Done | Call
 waiter_ids = itertools.count(1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class SchedulerConfig:
     budget_bytes: int
     keep_alive: float = 300.0
@@ -137,7 +168,25 @@ class SchedulerConfig:
     ordering: str = "swap-aware"
     gpu_budget_mb: int | None = None  # what our models may hold on each GPU (None: gpu_fraction of it)
     gpu_fraction: float = 0.9
-    counters: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+
+
+def spec_to_load(runtime: Runtime, variant: str | None, waiters: Iterable[Waiter]) -> ModelSpec:
+    """The spec a Load runs: the engine options of a request queued for `variant`, else what runs now."""
+    if variant is None or variant == runtime.variant:
+        return runtime.running_spec
+    if variant == "":
+        return runtime.spec
+    for waiter in waiters:
+        if waiter.view.model == runtime.spec.name and waiter.view.variant == variant and waiter.load_spec:
+            return waiter.load_spec
+    return runtime.spec
+
+
+def queue_timed_out(waiter: Waiter, now: float, runtime: Runtime) -> Unavailable:
+    return Unavailable(
+        f"timed out after {now - waiter.view.enqueued_at:.0f}s waiting in the queue of model '{waiter.view.model}'",
+        retry_after=max(1, math.ceil(runtime.service_seconds)),
+    )
 
 
 def engine_variant(spec: ModelSpec, options: dict[str, int] | None) -> tuple[str | None, ModelSpec]:

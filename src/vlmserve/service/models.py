@@ -339,7 +339,8 @@ class ModelManager:
 
     def _stale(self, spec: ModelSpec) -> bool:
         """The scheduler already runs (or ran) a model of this name under another definition."""
-        return any(r.spec.name == spec.name and r.spec != spec for r in self.scheduler.runtimes())
+        known = self.scheduler.snapshot().models.get(spec.name)
+        return known is not None and known.spec != spec
 
     def _check_redefinable(self, spec: ModelSpec) -> None:
         if self._stale(spec):

@@ -16,13 +16,12 @@ from vlmserve.api.state import AppState
 from vlmserve.backends.engines import traits_of
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.scheduler.memory import machine_memory_bytes
-from vlmserve.scheduler.policy import HOLDS_MEMORY
-from vlmserve.scheduler.state import Runtime
+from vlmserve.scheduler.snapshot import ModelSnapshot
 
 RECENT_BATCHES = 10
 
 
-def _state_of(spec: ModelSpec, runtime: Runtime | None) -> str:
+def _state_of(spec: ModelSpec, runtime: ModelSnapshot | None) -> str:
     if not spec.is_local:
         return "pipeline" if traits_of(spec).pipeline else "remote"
     return runtime.state if runtime is not None else "unloaded"
@@ -30,13 +29,12 @@ def _state_of(spec: ModelSpec, runtime: Runtime | None) -> str:
 
 def model_rows(state: AppState) -> list[dict[str, Any]]:
     """Every catalog model with its scheduler state; loaded ones first. Models never used have no runtime yet."""
-    runtimes = {r.spec.name: r for r in state.scheduler.runtimes()}
-    now = time.monotonic()  # the scheduler's clock
+    runtimes = state.scheduler.snapshot().models
     rows = []
     for spec in state.catalog.all():
         runtime = runtimes.get(spec.name)
-        holds = runtime is not None and spec.is_local and runtime.state in HOLDS_MEMORY
-        expires = runtime.expires_at if runtime is not None else None
+        holds = runtime is not None and spec.is_local and runtime.holds_memory
+        expires = runtime.expires_in if runtime is not None else None  # seconds from now, on its own clock
         rows.append({
             "name": spec.name, "engine": spec.engine, "state": _state_of(spec, runtime),
             "capabilities": [c.value for c in spec.capabilities],
@@ -44,8 +42,8 @@ def model_rows(state: AppState) -> list[dict[str, Any]]:
             "vram_bytes": runtime.vram_bytes if holds and runtime is not None else 0,
             "measured": runtime is not None and runtime.measured is not None,
             "in_flight": runtime.in_flight if runtime is not None else 0, "parallel": spec.parallel,
-            "queued": state.scheduler.queued(spec.name),
-            "expires_in_seconds": None if expires is None else max(0.0, round(expires - now, 1)),
+            "queued": runtime.queued if runtime is not None else 0,
+            "expires_in_seconds": None if expires is None else max(0.0, round(expires, 1)),
             "pinned": spec.pin,
         })  # fmt: skip
     rows.sort(key=lambda row: (row["state"] != "loaded", row["name"]))
@@ -53,10 +51,10 @@ def model_rows(state: AppState) -> list[dict[str, Any]]:
 
 
 def memory_summary(state: AppState) -> dict[str, Any]:
-    budget = state.scheduler.config.budget_bytes
+    snapshot = state.scheduler.snapshot()
     return {
-        "budget_bytes": budget,
-        "used_bytes": state.scheduler.used_bytes(),
+        "budget_bytes": snapshot.budget_bytes,
+        "used_bytes": snapshot.used_bytes,
         "machine_bytes": machine_memory_bytes(),
         "gpus": state.scheduler.gpu_report(),  # one bar each: what our models hold of its budget
     }

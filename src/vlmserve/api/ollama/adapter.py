@@ -207,10 +207,11 @@ def model_entry(spec: ModelSpec, size: int, modified: float) -> dict[str, Any]:
     }
 
 
-def expires_iso(expires_at_monotonic: float | None) -> str:
-    if expires_at_monotonic is None:
+def expires_iso(expires_in: float | None) -> str:
+    """The wall-clock time `expires_in` seconds from now (the scheduler's snapshot says how many)."""
+    if expires_in is None:
         return "2318-01-01T00:00:00Z"  # Ollama's way of saying "never" for a pinned/forever model
-    wall = time.time() + (expires_at_monotonic - time.monotonic())
+    wall = time.time() + expires_in
     try:
         return datetime.fromtimestamp(wall, UTC).isoformat().replace("+00:00", "Z")
     except (OverflowError, ValueError, OSError):  # infinite, or past year 9999: a keep_alive of ages

@@ -195,8 +195,8 @@ async def tags(request: Request) -> Response:
 async def ps(request: Request) -> Response:
     state = state_of(request)
     running = []
-    for runtime in state.scheduler.runtimes():
-        if runtime.state != "loaded" or not runtime.spec.is_local or not model_visible(runtime.spec.name):
+    for runtime in state.scheduler.snapshot().models.values():
+        if runtime.state != "loaded" or not runtime.spec.is_local or not model_visible(runtime.name):
             continue  # remote engines manage their own memory: they are not "running" here
         vram = runtime.vram_bytes  # 0: it runs on the CPU (no GPU, or none had room)
         entry = adapter.model_entry(runtime.spec, runtime.need + vram, state.started_at)
@@ -204,7 +204,7 @@ async def ps(request: Request) -> Response:
         running.append(
             {
                 **entry,
-                "expires_at": adapter.expires_iso(runtime.expires_at),
+                "expires_at": adapter.expires_iso(runtime.expires_in),
                 "size_vram": vram,
                 "context_length": runtime.spec.context_size,
             }
