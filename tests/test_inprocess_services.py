@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from fake_upstreams import Behaviour, FakeUpstream, expected_text
+from fake_upstreams import Behaviour, FakeUpstream, expected_text, fake_embedding
 from inprocess_app import in_process_client
 
 CHAT = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
@@ -108,3 +108,35 @@ async def test_gateway_keys_ids_and_sizes(upstreams: tuple[FakeUpstream, FakeUps
         unknown = await client.get("/v1/nothing-here", headers=auth)
         assert unknown.status_code == 404
         assert "error" in unknown.json()
+
+
+async def test_the_other_adapters_reach_the_same_services(upstreams: tuple[FakeUpstream, FakeUpstream],
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """Anthropic's /v1/messages, the two completion routes and both embedding routes, beside the chat ones."""
+    healthy, _ = upstreams
+    config = _config(upstreams)
+    config["models"].append({"name": "vectors", "engine": "openai", "url": healthy.url, "remote_model": "fake-embed",
+                             "capabilities": ["embedding"]})  # fmt: skip
+    async with in_process_client(config, tmp_path) as client:
+        anthropic = await client.post("/v1/messages", json={**CHAT, "max_tokens": 2})
+        assert anthropic.status_code == 200, anthropic.text
+        assert anthropic.json()["content"] == [{"type": "text", "text": expected_text(2)}]
+        assert anthropic.json()["stop_reason"] == "max_tokens"
+        assert healthy.last_body("/v1/chat/completions")["max_tokens"] == 2
+
+        legacy = await client.post("/v1/completions", json={"model": "fast", "prompt": "hi", "max_tokens": 3})
+        assert legacy.status_code == 200, legacy.text
+        assert legacy.json()["choices"][0]["text"] == expected_text(3)
+        generated = await client.post("/api/generate", json={"model": "fast", "prompt": "hi", "stream": False,
+                                                             "options": {"num_predict": 3}})  # fmt: skip
+        assert generated.status_code == 200, generated.text
+        assert generated.json()["response"] == expected_text(3)
+
+        openai = await client.post("/v1/embeddings", json={"model": "vectors", "input": ["a cat", "a dog"]})
+        assert openai.status_code == 200, openai.text
+        vectors = [item["embedding"] for item in openai.json()["data"]]
+        assert vectors == [fake_embedding("a cat"), fake_embedding("a dog")]
+        ollama = await client.post("/api/embed", json={"model": "vectors", "input": "a cat"})
+        assert ollama.status_code == 200, ollama.text
+        assert ollama.json()["embeddings"] == [fake_embedding("a cat")]
+        assert healthy.last_body("/v1/embeddings")["model"] == "fake-embed"
