@@ -160,9 +160,7 @@ def test_create_from_a_path_from_blobs_and_from_a_model(client: ollama.Client, d
         ({"model": "x"}, "nothing to create from", 400),
     ],
 )
-def test_create_errors_name_the_problem(
-    server: ServerProcess, body: dict[str, Any], words: str, status: int
-) -> None:
+def test_create_errors_name_the_problem(server: ServerProcess, body: dict[str, Any], words: str, status: int) -> None:
     """409 only where the model exists and its kind forbids it: a configured one is not replaced over the API."""
     answer = httpx.post(server.url + "/api/create", json={**body, "stream": False}, timeout=30)
     assert answer.status_code == status, answer.text
