@@ -18,7 +18,9 @@ from typing import Any
 import orjson
 from fastapi import Request
 from fastapi.routing import APIRoute
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from vlmserve.errors import BadRequest
 from vlmserve.wire.bounds import (
@@ -68,6 +70,20 @@ __all__ = [
     "check_text",
     "engine_seed",
 ]
+
+
+class RelayStream(StreamingResponse):
+    """A streamed answer without Starlette's per-response disconnect listener (an anyio task group and a second
+    task per stream, under uvicorn's ASGI 2.3): CancelOnDisconnect (api/disconnect.py) already watches every
+    POST for its client leaving and cancels the handler, which ends the stream and closes the engine's."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.stream_response(send)
+        except OSError:  # the transport failed under a send: the client is gone
+            raise ClientDisconnect() from None
+        if self.background is not None:
+            await self.background()
 
 
 class OrjsonRequest(Request):

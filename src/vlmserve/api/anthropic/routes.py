@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from vlmserve.api.anthropic import codec, events
 from vlmserve.api.anthropic import protocol as p
 from vlmserve.api.state import JSONBytes, client_of, fallback_headers, state_of
-from vlmserve.api.wire import JsonRoute
+from vlmserve.api.wire import JsonRoute, RelayStream
 from vlmserve.domain.types import SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["anthropic"], route_class=JsonRoute)
@@ -26,9 +26,7 @@ async def create_message(body: p.MessagesRequest, request: Request) -> Response:
     headers = fallback_headers(stream.fallback_from)
     if not body.stream:
         return JSONBytes(await events.collect(encoder, stream), headers=headers)
-    return StreamingResponse(
-        events.sse(encoder, stream), media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
-    )
+    return RelayStream(events.sse(encoder, stream), media_type="text/event-stream", headers={**SSE_HEADERS, **headers})
 
 
 @router.post("/messages/count_tokens")

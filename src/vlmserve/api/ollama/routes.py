@@ -9,13 +9,13 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from vlmserve.api.ollama import adapter, agentic
 from vlmserve.api.ollama import protocol as p
 from vlmserve.api.ollama.errors import error_message
 from vlmserve.api.state import AppState, JSONBytes, client_of, fallback_headers, state_of
-from vlmserve.api.wire import JsonRoute
+from vlmserve.api.wire import JsonRoute, RelayStream
 from vlmserve.backends.engines import traits_of
 from vlmserve.backends.pool import public_url
 from vlmserve.context import check_model_visible, model_visible
@@ -77,7 +77,7 @@ async def _answer(state: AppState, stream: ChatStream, request_model: str, key: 
     request_model = stream.model if stream.fallback_from else request_model  # name the model that answered
     headers = fallback_headers(stream.fallback_from)
     if streaming:
-        return StreamingResponse(_ndjson(stream, request_model, key), media_type=NDJSON, headers=headers)
+        return RelayStream(_ndjson(stream, request_model, key), media_type=NDJSON, headers=headers)
     result = await state.chat.collect(stream)
     body = {
         **_body(request_model, key, result.text, result.reasoning, result.tool_calls),

@@ -8,12 +8,12 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from vlmserve.api.openai import adapter
 from vlmserve.api.openai.errors import error_body
 from vlmserve.api.state import JSONBytes, client_of, fallback_headers, state_of
-from vlmserve.api.wire import JsonRoute
+from vlmserve.api.wire import JsonRoute, RelayStream
 from vlmserve.context import check_model_visible, model_visible
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import Capability, ChatChunk
@@ -53,7 +53,7 @@ async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> R
     if not body.stream:
         return JSONBytes(adapter.chat_response(rid, stream.model, await state.chat.collect(stream)), headers=headers)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(
+    return RelayStream(
         _sse_stream(stream, ChunkEncoder(rid, stream.model), include_usage),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},
@@ -80,7 +80,7 @@ async def completions(body: p.CompletionRequest, request: Request) -> Response:
         result = await state.chat.collect(stream)
         return JSONBytes(adapter.completion_response(rid, stream.model, result), headers=headers)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return StreamingResponse(
+    return RelayStream(
         _sse_stream(stream, ChunkEncoder(rid, stream.model, chat=False), include_usage),
         media_type="text/event-stream",
         headers={**SSE_HEADERS, **headers},

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from vlmserve.api.responses import answer
 from vlmserve.api.responses import protocol as p
 from vlmserve.api.state import JSONBytes, client_of, fallback_headers, state_of
-from vlmserve.api.wire import Bool, JsonRoute
+from vlmserve.api.wire import Bool, JsonRoute, RelayStream
 from vlmserve.errors import BadRequest, NotFound
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=JsonRoute)
@@ -28,7 +28,7 @@ async def create_response(body: p.ResponsesRequest, request: Request) -> Respons
     headers = fallback_headers(started.fallback_from)
     if not body.stream:
         return JSONBytes(await answer.collect(state, started), headers=headers)
-    return StreamingResponse(
+    return RelayStream(
         answer.events(state, started), media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
     )
 
