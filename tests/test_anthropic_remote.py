@@ -142,7 +142,9 @@ def test_thinking_maps_to_the_engines_reasoning(client: anthropic.Anthropic, fak
     thinking = [
         e.delta.thinking for e in events if e.type == "content_block_delta" and e.delta.type == "thinking_delta"
     ]
-    assert thinking == THINKING
+    # an instant engine's pieces can arrive in one read and go on as one delta (paced tokens stay one delta
+    # each: test_remote_backends.test_stream_*_surface)
+    assert "".join(thinking) == "".join(THINKING) and 1 <= len(thinking) <= len(THINKING)
     starts = [e.content_block.type for e in events if e.type == "content_block_start"]
     assert starts == ["thinking", "text"]
     off = client.messages.create(model="oa-think", max_tokens=20, messages=HI, thinking={"type": "disabled"})
@@ -231,8 +233,11 @@ def test_failure_mid_stream_is_an_error_event(gateway: ServerProcess, fakes: dic
     assert answer.status_code == 200
     frames = [frame.split("\n", 1) for frame in answer.text.strip().split("\n\n")]
     kinds = [name.removeprefix("event: ") for name, _ in frames]
-    assert kinds == ["message_start", "ping", "content_block_start", "content_block_delta", "content_block_delta",
-                     "error"], answer.text  # fmt: skip
+    # the two tokens before the cut arrive as one or two deltas (one when a single read held both)
+    assert kinds[:3] == ["message_start", "ping", "content_block_start"] and kinds[-1] == "error", answer.text
+    deltas = [orjson.loads(data.removeprefix("data: ")) for name, data in frames if name.endswith("_delta")]
+    assert kinds[3:-1] == ["content_block_delta"] * len(deltas) and 1 <= len(deltas) <= 2, answer.text
+    assert "".join(d["delta"]["text"] for d in deltas) == expected_text(2)
     error = orjson.loads(frames[-1][1].removeprefix("data: "))
     assert _anthropic_error(error, "api_error")
 

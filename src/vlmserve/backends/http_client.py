@@ -7,7 +7,6 @@ request (client disconnect) closes its connection, which makes llama.cpp / vLLM 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -29,6 +28,8 @@ JSON_HEADERS = {"Content-Type": "application/json"}
 # request sent on such a pooled connection before its close was read meets ServerDisconnectedError before any
 # answer (5 of 16 back-to-back requests on a runner): it is sent again, on another connection, this many times
 STALE_CONNECTION_RETRIES = 2
+# a stream line (one SSE event or NDJSON object) longer than this is refused, not buffered without end
+MAX_STREAM_LINE = 8 * 2**20
 # an engine that answers 4xx for these ran out of memory: the request may be fine, the engine was short
 _ALLOCATION_FAILURES = ("bad_alloc", "out of memory", "failed to allocate", "cannot allocate memory", "memoryerror")
 
@@ -117,21 +118,27 @@ class EngineHTTP:
         except orjson.JSONDecodeError as exc:
             raise EngineError(f"{self.engine}: engine sent malformed JSON") from exc
 
-    async def stream_lines(self, url: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
-        """The non-empty lines of a streamed (SSE or NDJSON) response, read to the end."""
+    async def stream_blocks(self, url: str, body: dict[str, Any]) -> AsyncIterator[list[bytes]]:
+        """The non-empty lines of a streamed (SSE or NDJSON) response, read to the end: per network read, the
+        lines it completed. A busy gateway reads several events at once; handing them on together lets the
+        relay write them to its client in one send instead of one per token."""
         try:
             async with await self._post(url, orjson.dumps(body)) as response:
                 if response.status != 200:
                     raise engine_error_from_response(
                         response.status, await response.read(), self.engine, response.headers.get("Retry-After")
                     )
-                async for raw in response.content:
-                    line = raw.strip()
-                    if line:
-                        yield line
+                tail = b""
+                async for data in response.content.iter_any():
+                    *lines, tail = (tail + data if tail else data).split(b"\n")
+                    if len(tail) > MAX_STREAM_LINE:
+                        raise EngineError(f"{self.engine}: engine sent an oversized stream line")
+                    block = [stripped for line in lines if (stripped := line.strip())]
+                    if block:
+                        yield block
+                if tail.strip():
+                    yield [tail.strip()]
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise EngineTimeout(f"{self.engine}: engine timed out") from exc
         except aiohttp.ClientError as exc:
             raise EngineError(f"{self.engine}: engine connection failed ({exc.__class__.__name__})") from exc
-        except asyncio.LimitOverrunError as exc:
-            raise EngineError(f"{self.engine}: engine sent an oversized stream line") from exc

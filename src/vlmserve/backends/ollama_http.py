@@ -27,6 +27,7 @@ from vlmserve.domain.types import (
     TokenLogprob,
     ToolCallDelta,
     Usage,
+    coalesced,
 )
 from vlmserve.errors import EngineError
 from vlmserve.wire import openai_codec as codec
@@ -209,31 +210,37 @@ class OllamaBackend:
     async def _stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[ChatChunk]:
         final: ChatChunk | None = None
         calls = 0  # tool calls seen so far: each one's index
-        async for line in self._http.stream_lines(f"{self._root}{path}", body):
-            if final is not None:
-                continue  # read to the end so the connection returns to the keep-alive pool
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise EngineError(f"{self.spec.name}: Ollama sent malformed stream data") from exc
-            if "error" in event:
-                raise EngineError(f"{self.spec.name}: {event['error']}")
-            message = event.get("message") or {}
-            text = message.get("content") or event.get("response") or ""
-            thinking = message.get("thinking") or event.get("thinking") or ""
-            tool_calls = _tool_deltas(message.get("tool_calls"), calls)
-            calls += len(tool_calls)
-            piece = ChatChunk(
-                text=text, reasoning=thinking, tool_calls=tool_calls, logprobs=_logprobs(event.get("logprobs"))
-            )
-            if piece.has_output or piece.logprobs:
+        async for lines in self._http.stream_blocks(f"{self._root}{path}", body):
+            pieces: list[ChatChunk] = []
+            for line in lines:
+                if final is not None:
+                    continue  # read to the end so the connection returns to the keep-alive pool
+                try:
+                    event = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    raise EngineError(f"{self.spec.name}: Ollama sent malformed stream data") from exc
+                if not isinstance(event, dict):
+                    raise EngineError(f"{self.spec.name}: Ollama sent malformed stream data")
+                if "error" in event:
+                    raise EngineError(f"{self.spec.name}: {event['error']}")
+                message = event.get("message") or {}
+                text = message.get("content") or event.get("response") or ""
+                thinking = message.get("thinking") or event.get("thinking") or ""
+                tool_calls = _tool_deltas(message.get("tool_calls"), calls)
+                calls += len(tool_calls)
+                piece = ChatChunk(
+                    text=text, reasoning=thinking, tool_calls=tool_calls, logprobs=_logprobs(event.get("logprobs"))
+                )
+                if piece.has_output or piece.logprobs:
+                    pieces.append(piece)
+                if event.get("done"):
+                    reason: FinishReason = "length" if event.get("done_reason") == "length" else "stop"
+                    reason = "tool_calls" if calls and reason == "stop" else reason
+                    usage = Usage(int(event.get("prompt_eval_count", 0)), int(event.get("eval_count", 0)))
+                    phases = (int(event.get("prompt_eval_duration") or 0), int(event.get("eval_duration") or 0))
+                    final = ChatChunk(finish_reason=reason, usage=usage, engine_timings=phases if phases[1] else None)
+            for piece in coalesced(pieces):
                 yield piece
-            if event.get("done"):
-                reason: FinishReason = "length" if event.get("done_reason") == "length" else "stop"
-                reason = "tool_calls" if calls and reason == "stop" else reason
-                usage = Usage(int(event.get("prompt_eval_count", 0)), int(event.get("eval_count", 0)))
-                phases = (int(event.get("prompt_eval_duration") or 0), int(event.get("eval_duration") or 0))
-                final = ChatChunk(finish_reason=reason, usage=usage, engine_timings=phases if phases[1] else None)
         if final is None:
             raise EngineError(f"{self.spec.name}: Ollama stream ended before done")
         yield final

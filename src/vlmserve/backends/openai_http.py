@@ -23,6 +23,7 @@ from vlmserve.domain.types import (
     EmbedResult,
     TokenLogprob,
     Usage,
+    coalesced,
 )
 from vlmserve.errors import EngineError
 from vlmserve.wire import openai_codec as codec
@@ -138,34 +139,44 @@ class OpenAICompatibleBackend:
         timings: tuple[int, int] | None = None
         finish: ChatChunk | None = None
         done = False
-        async for line in self._http.stream_lines(f"{self._v1}{path}", body):
-            # keep reading after [DONE]: only a fully read response returns its connection to the pool
-            if done or not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                done = True
-                continue
-            try:
-                event = orjson.loads(payload)
-            except orjson.JSONDecodeError as exc:
-                raise EngineError(f"{self.spec.name}: engine sent malformed stream data") from exc
-            if "error" in event:
-                raise EngineError(f"{self.spec.name}: {event['error']}")
-            usage = usage_from_wire(event.get("usage")) or usage
-            timings = timings_from_wire(event.get("timings")) or timings
-            for choice in event.get("choices") or []:
-                try:
-                    piece = choice_to_chunk(choice, chat=chat, streamed=True)
-                except (TypeError, AttributeError, ValueError) as exc:
-                    raise EngineError(f"{self.spec.name}: engine sent a malformed stream chunk") from exc
-                reason, piece.finish_reason = piece.finish_reason, None
-                if piece.has_output or piece.logprobs:
-                    yield piece
-                if reason is not None:
-                    finish = ChatChunk(finish_reason=reason)
+        async for lines in self._http.stream_blocks(f"{self._v1}{path}", body):
+            pieces: list[ChatChunk] = []
+            for line in lines:
+                # keep reading after [DONE]: only a fully read response returns its connection to the pool
+                if done or not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    continue
+                event = self._event(payload)
+                usage = usage_from_wire(event.get("usage")) or usage
+                timings = timings_from_wire(event.get("timings")) or timings
+                for choice in event.get("choices") or ():
+                    try:
+                        piece = choice_to_chunk(choice, chat=chat, streamed=True)
+                    except (TypeError, AttributeError, ValueError) as exc:
+                        raise EngineError(f"{self.spec.name}: engine sent a malformed stream chunk") from exc
+                    reason, piece.finish_reason = piece.finish_reason, None
+                    if piece.has_output or piece.logprobs:
+                        pieces.append(piece)
+                    if reason is not None:
+                        finish = ChatChunk(finish_reason=reason)
+            for piece in coalesced(pieces):
+                yield piece
         if finish is None:
             raise EngineError(f"{self.spec.name}: engine stream ended without a finish reason")
         finish.usage = usage or Usage()
         finish.engine_timings = timings
         yield finish
+
+    def _event(self, payload: bytes) -> dict[str, Any]:
+        try:
+            event = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            raise EngineError(f"{self.spec.name}: engine sent malformed stream data") from exc
+        if not isinstance(event, dict):
+            raise EngineError(f"{self.spec.name}: engine sent malformed stream data")
+        if "error" in event:
+            raise EngineError(f"{self.spec.name}: {event['error']}")
+        return event

@@ -260,6 +260,33 @@ class ChatChunk:
     def has_output(self) -> bool:
         return bool(self.text or self.reasoning or self.tool_calls)
 
+    def absorb(self, later: ChatChunk) -> bool:
+        """Append `later` to this piece when both are plain output of one kind (answer text, or reasoning text,
+        with logprobs on both or neither); False (and nothing changed) otherwise."""
+        if self.tool_calls or later.tool_calls or self.finish_reason or later.finish_reason:
+            return False
+        if bool(self.text) == bool(self.reasoning) or bool(later.text) == bool(later.reasoning):
+            return False  # empty, or both kinds in one piece: merging could reorder them
+        if bool(self.text) != bool(later.text) or (self.logprobs is None) != (later.logprobs is None):
+            return False
+        self.text += later.text
+        self.reasoning += later.reasoning
+        if self.logprobs is not None and later.logprobs is not None:
+            self.logprobs = [*self.logprobs, *later.logprobs]
+        return True
+
+
+def coalesced(pieces: list[ChatChunk]) -> list[ChatChunk]:
+    """Pieces that arrived together (one network read), consecutive ones of one kind merged: relayed as one
+    event instead of one per token, which is what lets a busy gateway keep up with many streams."""
+    if len(pieces) < 2:
+        return pieces
+    merged = [pieces[0]]
+    for piece in pieces[1:]:
+        if not merged[-1].absorb(piece):
+            merged.append(piece)
+    return merged
+
 
 @dataclass(slots=True)
 class Timings:
