@@ -31,6 +31,7 @@ from vlmserve.scheduler.jobs import Jobs, close_backend
 from vlmserve.scheduler.placement import Layout
 from vlmserve.scheduler.snapshot import EngineProbe, SchedulerSnapshot, take
 from vlmserve.scheduler.state import (
+    MEASURE_EVERY,
     Call,
     Done,
     Enqueue,
@@ -41,11 +42,14 @@ from vlmserve.scheduler.state import (
     SchedulerConfig,
     Waiter,
     engine_variant,
+    fail_pending,
     keep_alive_of,
     new_runtime,
+    next_deadline,
     queue_full,
     queue_timed_out,
     set_unloaded,
+    shutting_down,
     spec_to_load,
     waiter_ids,
     waiter_view,
@@ -54,7 +58,6 @@ from vlmserve.scheduler.state import (
 log = logging.getLogger("vlmserve.scheduler")
 BackendFactory = Callable[[ModelSpec], Backend]
 T = TypeVar("T")
-MEASURE_EVERY = 5.0  # seconds between RSS measurements of loaded runners
 __all__ = ["MAX_RATIO", "MIN_RATIO", "Scheduler"]
 
 
@@ -86,6 +89,7 @@ class Scheduler:
         self.memory.refresh()
         self._last_measure = 0.0
         self._unload_reasons: dict[str, str] = {}  # why the next unload of a model happens (admin, ...)
+        self._closed = False  # set by close(): from then on nobody reads the events, so nothing may wait on them
 
     # --- what requests and admin endpoints call -------------------------------------------------------------
 
@@ -127,6 +131,8 @@ class Scheduler:
         queue_timeout: float | None = None,
         engine_options: dict[str, int] | None = None,
     ) -> AsyncIterator[Lease]:
+        if self._closed:
+            raise shutting_down()
         now = self._clock()
         variant, load_spec = engine_variant(spec, engine_options)
         view = waiter_view(
@@ -178,6 +184,8 @@ class Scheduler:
 
     async def _on_owner(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the owner task and return what it returns (directly while there is no owner task)."""
+        if self._closed:
+            raise shutting_down()
         if self._task is None or self._task.done():
             return fn()
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
@@ -188,7 +196,7 @@ class Scheduler:
             except Exception as exc:  # the caller gets the error, never a wait without end
                 done.set_exception(exc)
 
-        self._events.put_nowait(Call(run))
+        self._events.put_nowait(Call(run, done))
         return await done
 
     def wake(self) -> None:
@@ -201,10 +209,12 @@ class Scheduler:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="vlmserve-scheduler")
 
     async def close(self) -> None:
+        self._closed = True  # new leases fail at once from here on
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        fail_pending(self._waiters, self._events)  # queued at close: answered now, never left hanging
         for job in list(self._jobs):
             job.cancel()
         for runtime in self._models.values():
@@ -215,7 +225,8 @@ class Scheduler:
             event: Event | None = None
             try:
                 # asyncio.timeout, not wait_for: wait_for can swallow a cancellation that races with get()
-                async with asyncio.timeout(max(0.0, self._next_deadline() - self._clock())):
+                wait = next_deadline(self._clock(), self._waiters, self._models, self.config.max_swap_wait)
+                async with asyncio.timeout(max(0.0, wait - self._clock())):
                     event = await self._events.get()
             except TimeoutError:
                 pass
@@ -241,14 +252,6 @@ class Scheduler:
                     if not waiter.future.done():
                         waiter.future.set_exception(exc)
                 self._waiters.clear()
-
-    def _next_deadline(self) -> float:
-        now = self._clock()
-        deadlines = [now + MEASURE_EVERY]
-        deadlines += [w.deadline for w in self._waiters.values()]
-        deadlines += [w.view.enqueued_at + self.config.max_swap_wait for w in self._waiters.values()]
-        deadlines += [r.expires_at for r in self._models.values() if r.expires_at is not None]
-        return min(d for d in deadlines if d > now)  # passed deadlines were handled when they passed
 
     def _apply(self, event: Event) -> None:
         """One event; a failure is logged and never stops the others (an enqueue's caller gets its error)."""

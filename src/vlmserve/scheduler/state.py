@@ -19,6 +19,7 @@ from vlmserve.scheduler.memory import max_context
 from vlmserve.scheduler.placement import Layout, Placement
 
 MIN_CONTEXT = 256  # tokens: Ollama's smallest num_ctx
+MEASURE_EVERY = 5.0  # seconds between RSS measurements of loaded runners
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +153,7 @@ class Done:  # a load or unload task finished
 @dataclass(frozen=True)
 class Call:  # admin operations, run by the owner task
     run: Callable[[], None]
+    reply: asyncio.Future[Any] | None = None  # what its caller awaits: failed at close if it never ran
 
 
 Event = Enqueue | Leave | Done | Call
@@ -187,6 +189,35 @@ def queue_timed_out(waiter: Waiter, now: float, runtime: Runtime) -> Unavailable
         f"timed out after {now - waiter.view.enqueued_at:.0f}s waiting in the queue of model '{waiter.view.model}'",
         retry_after=max(1, math.ceil(runtime.service_seconds)),
     )
+
+
+def next_deadline(now: float, waiters: dict[int, Waiter], runtimes: dict[str, Runtime], swap_wait: float) -> float:
+    """When the owner task must plan again: the next queue timeout, swap wait, idle expiry or measurement."""
+    deadlines = [now + MEASURE_EVERY]
+    deadlines += [w.deadline for w in waiters.values()]
+    deadlines += [w.view.enqueued_at + swap_wait for w in waiters.values()]
+    deadlines += [r.expires_at for r in runtimes.values() if r.expires_at is not None]
+    return min(d for d in deadlines if d > now)  # passed deadlines were handled when they passed
+
+
+def shutting_down() -> Unavailable:
+    return Unavailable("the server is shutting down", retry_after=5)
+
+
+def fail_pending(waiters: dict[int, Waiter], events: asyncio.Queue[Event]) -> None:
+    """At close, once the owner task is gone: the queued requests, and the events it will never apply now (an
+    Enqueue, an admin Call), are answered with `shutting_down`, so no caller is left waiting."""
+    pending = list(waiters.values())
+    waiters.clear()
+    while not events.empty():
+        event = events.get_nowait()
+        if isinstance(event, Enqueue):
+            pending.append(event.waiter)
+        elif isinstance(event, Call) and event.reply is not None and not event.reply.done():
+            event.reply.set_exception(shutting_down())
+    for waiter in pending:
+        if not waiter.future.done():
+            waiter.future.set_exception(shutting_down())  # one error each: a shared one would pile up tracebacks
 
 
 def engine_variant(spec: ModelSpec, options: dict[str, int] | None) -> tuple[str | None, ModelSpec]:
