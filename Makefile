@@ -59,7 +59,7 @@ bench: install-dev
 		echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
 # the README's charts: each headline benchmark run once, its PNG written to docs/img/bench-<name>.png
-BENCH_PLOTS := gateway_overhead chat_tokens_per_second embeddings_onnx_vs_fp32 image_pipeline scheduler_swap batch_throughput \
+BENCH_PLOTS := gateway_overhead stream_relay chat_tokens_per_second embeddings_onnx_vs_fp32 image_pipeline scheduler_swap batch_throughput \
 	pool_faults
 bench-plots: install-dev
 	mkdir -p docs/img

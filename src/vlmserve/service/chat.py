@@ -8,7 +8,7 @@ The `ocr-chat` pipeline reads the images with the OCR model and hands that text 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field, replace
 
 from vlmserve.backends.engines import traits_of
@@ -167,47 +167,40 @@ class ChatService:
             logprobs=logprobs,
         )
 
-    async def _run(
+    def _run(
         self, spec: ModelSpec, request: ChatRequest | CompletionRequest, timings: Timings
     ) -> AsyncIterator[ChatChunk]:
+        """The leased stream, after the checks that need no engine (a plain function: one generator less on
+        every streamed token)."""
         if traits_of(spec).ocr and isinstance(request, ChatRequest) and not any(m.images for m in request.messages):
             raise BadRequest(f"model '{spec.name}' reads text from images: send at least one image", param="messages")
         _check_input_size(spec, request)
-        try:
-            async for chunk in self._leased(spec, request, timings):
-                yield chunk
-        except VlmServeError as exc:
-            if exc.status >= 500:
-                note_error(exc.type)
-            raise
+        return self._leased(spec, request, timings)
 
     async def _leased(
         self, spec: ModelSpec, request: ChatRequest | CompletionRequest, timings: Timings
     ) -> AsyncIterator[ChatChunk]:
-        began = time.perf_counter_ns()
-        async with lease_for(self.scheduler, spec, request) as lease:
-            timings.load_ns = lease.load_ns
-            note_queue_wait(time.perf_counter_ns() - began - lease.load_ns)
-            first_token: int | None = None
-            chunks = (
-                lease.backend.chat(request) if isinstance(request, ChatRequest) else lease.backend.complete(request)
-            )
-            async for chunk in chunks:
-                if first_token is None and (chunk.has_output or chunk.finish_reason):
-                    first_token = time.perf_counter_ns()
-                    note_first_token()
-                    timings.prompt_eval_ns = first_token - began - lease.load_ns
-                if chunk.finish_reason is not None:
-                    end = time.perf_counter_ns()
-                    timings.eval_ns = end - (first_token or end)
-                    timings.total_ns = end - began
-                    if chunk.engine_timings is not None:  # the engine's own phases (a non-streamed answer came
-                        timings.prompt_eval_ns, timings.eval_ns = chunk.engine_timings  # whole: one chunk)
-                    elif not request.stream:  # unknown phases: the generation time is all of the engine's time
-                        timings.prompt_eval_ns, timings.eval_ns = 0, end - began - lease.load_ns
-                    if chunk.usage is not None:
-                        note_tokens(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                yield chunk
+        try:
+            began = time.perf_counter_ns()
+            async with lease_for(self.scheduler, spec, request) as lease:
+                timings.load_ns = lease.load_ns
+                note_queue_wait(time.perf_counter_ns() - began - lease.load_ns)
+                first_token: int | None = None
+                chunks = (
+                    lease.backend.chat(request) if isinstance(request, ChatRequest) else lease.backend.complete(request)
+                )
+                async for chunk in chunks:
+                    if first_token is None and (chunk.has_output or chunk.finish_reason):
+                        first_token = time.perf_counter_ns()
+                        note_first_token()
+                        timings.prompt_eval_ns = first_token - began - lease.load_ns
+                    if chunk.finish_reason is not None:
+                        _note_finish(chunk, timings, request.stream, began, first_token, lease.load_ns)
+                    yield chunk
+        except VlmServeError as exc:
+            if exc.status >= 500:
+                note_error(exc.type)
+            raise
 
     async def _ocr_chat(self, spec: ModelSpec, request: ChatRequest, timings: Timings) -> AsyncIterator[ChatChunk]:
         assert spec.ocr_model and spec.chat_model
@@ -263,6 +256,20 @@ def _check_input_size(spec: ModelSpec, request: ChatRequest | CompletionRequest)
         )
 
 
+def _note_finish(
+    chunk: ChatChunk, timings: Timings, stream: bool, began: int, first_token: int | None, load_ns: int
+) -> None:
+    end = time.perf_counter_ns()
+    timings.eval_ns = end - (first_token or end)
+    timings.total_ns = end - began
+    if chunk.engine_timings is not None:  # the engine's own phases (a non-streamed answer came whole: one chunk)
+        timings.prompt_eval_ns, timings.eval_ns = chunk.engine_timings
+    elif not stream:  # unknown phases: the generation time is all of the engine's time
+        timings.prompt_eval_ns, timings.eval_ns = 0, end - began - load_ns
+    if chunk.usage is not None:
+        note_tokens(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+
+
 def _noting_fallback(asked: ModelSpec, stream: ChatStream) -> ChatStream:
     if stream.model != asked.name:
         stream.fallback_from = asked.name
@@ -281,11 +288,27 @@ async def _primed(stream: ChatStream) -> ChatStream:
         first = await anext(iterator)
     except StopAsyncIteration:
         raise EngineError(f"{stream.model}: engine returned no answer") from None
-
-    async def chained() -> AsyncIterator[ChatChunk]:
-        yield first
-        async for chunk in iterator:
-            yield chunk
-
-    stream.chunks = chained()
+    stream.chunks = _FirstThen(first, iterator)
     return stream
+
+
+class _FirstThen:
+    """`first`, then the rest of `rest`: after the first chunk each step is the inner stream's own (no
+    generator of its own to resume on every token)."""
+
+    def __init__(self, first: ChatChunk, rest: AsyncIterator[ChatChunk]) -> None:
+        self._first: ChatChunk | None = first
+        self._rest = rest
+
+    def __aiter__(self) -> _FirstThen:
+        return self
+
+    def __anext__(self) -> Awaitable[ChatChunk]:
+        if self._first is None:
+            return self._rest.__anext__()
+        first, self._first = self._first, None
+        return _now(first)
+
+
+async def _now(chunk: ChatChunk) -> ChatChunk:
+    return chunk
