@@ -32,6 +32,7 @@ log = logging.getLogger("vlmserve.runner")
 WATCHDOG_EVERY = 5.0  # seconds between health probes of a running runner
 WATCHDOG_PROBE_TIMEOUT = 5.0
 WATCHDOG_KILL_AFTER = 20.0  # seconds without a healthy answer before the runner is killed
+STOP_GRACE = 5.0  # seconds a stopping runner has to exit on EOF before it is killed
 # stderr phrases that mean the runner ran out of memory (llama.cpp, torch, ONNX Runtime, Python)
 _OUT_OF_MEMORY = ("bad_alloc", "out of memory", "failed to allocate", "memoryerror", "cannot allocate memory")
 
@@ -182,19 +183,34 @@ class LocalRunnerBackend:
             self._watchdog = None
         proc, self._proc = self._proc, None
         client, self._client = self._client, None
+        try:  # the process first: a client that fails to close must never leave the runner running
+            if proc is not None:
+                await self._end(proc)
+        finally:
+            if self._drain_task is not None:
+                self._drain_task.cancel()
+                self._drain_task = None
         if client is not None:
-            await client.aclose()
-        if proc is not None and proc.returncode is None:
-            if proc.stdin is not None:
-                proc.stdin.close()  # the runner exits cleanly on EOF
             try:
-                await asyncio.wait_for(proc.wait(), 5.0)
-            except TimeoutError:
+                await client.aclose()
+            except Exception:  # the runner is gone already: only its connections are left to the collector
+                log.exception("closing the HTTP client of the runner for %s failed", self.spec.name)
+
+    async def _end(self, proc: asyncio.subprocess.Process) -> None:
+        """Close its stdin (the runner exits cleanly on EOF), kill it after STOP_GRACE seconds, or at once when
+        the stop itself is cancelled."""
+        if proc.returncode is not None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_GRACE)
+        except TimeoutError:
+            log.warning("runner for %s (pid %s) did not exit on EOF: killing it", self.spec.name, proc.pid)
+        finally:
+            if proc.returncode is None:
                 proc.kill()
-                await proc.wait()
-        if self._drain_task is not None:
-            self._drain_task.cancel()
-            self._drain_task = None
+        await proc.wait()
 
     async def health(self) -> bool:
         client = self._client
