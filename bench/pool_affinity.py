@@ -1,12 +1,17 @@
 """Cache-aware routing vs least-busy: time to first token of follow-up turns on two real llama.cpp runners.
 
-    .venv/bin/python bench/pool_affinity.py [--conversations 20] [--turns 4] [--system-tokens 1500] [--seed 3]
+    .venv/bin/python bench/pool_affinity.py [--conversations 20] [--turns 4] [--system-tokens 1500] [--slots 12]
 
-Two runner processes of the embedded SmolLM2 (llama.cpp, one slot each, one thread each) are the replicas of one
-PoolBackend, in this process. 20 conversations of 4 turns share a ~1,500-token system prompt; each turn adds a
-~120-token user message and the model's answer (24 tokens). Every round sends turn t of every conversation, in
-a shuffled order (the same seed for both policies), one request at a time, streaming. The same trace runs
-through a pool with cache-aware routing and one with least-busy routing (fresh runners for each).
+Two runner processes of the embedded SmolLM2 (llama.cpp, one thread each, `--slots` slots of 4,096 tokens each)
+are the replicas of one PoolBackend, in this process. Each runner has slots for a little more than half of the
+conversations (12 for 20): what a pool sized for its load has. llama.cpp gives a request the slot whose cached
+prompt is most like it, so a conversation that keeps coming back to one runner finds its earlier turns there;
+with one slot per runner (as this bench first ran) every request overwrote the last one's cache and only the
+shared system prompt was ever reused, by either policy.
+20 conversations of 4 turns share a ~1,500-token system prompt; each turn adds a ~120-token user message and
+the model's answer (24 tokens). Every round sends turn t of every conversation, in a shuffled order (the same
+seed for both policies), one request at a time, streaming. The same trace runs through a pool with cache-aware
+routing and one with least-busy routing (fresh runners for each).
 Printed: median and p90 TTFT of turns 2-4 per policy, and the ratio (goal: affinity <= 0.4x least-busy).
 """
 
@@ -109,9 +114,10 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=4)
     parser.add_argument("--system-tokens", type=int, default=1500)
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument("--slots", type=int, default=12, help="llama.cpp slots per runner")
     args = parser.parse_args()
     spec = next(s for s in embedded_specs() if s.name == "smollm2")
-    spec = spec.model_copy(update={"parallel": 1, "context_size": 4096})
+    spec = spec.model_copy(update={"parallel": args.slots, "context_size": 4096})
     results = {}
     for label, cache_aware in (("least-busy", False), ("cache-aware", True)):
         ttfts = asyncio.run(run_policy(spec, cache_aware, args))
