@@ -51,7 +51,7 @@ def test_metrics_cover_requests_tokens_scheduler_and_batches(server: ServerProce
         assert http.post("/v1/chat/completions", json=body).status_code == 200
         assert http.post("/v1/chat/completions", json={**body, "stream": True}).status_code == 200
         assert http.post("/api/chat", json={**body, "stream": False}).status_code == 200
-        assert http.post("/v1/chat/completions", json={**body, "model": "broken"}).status_code >= 500
+        assert http.post("/v1/chat/completions", json={**body, "model": "broken"}).status_code == 502  # EngineError
         assert http.post("/admin/models/m1/unload").status_code == 200
         upload = client.files.create(file=("in.jsonl", jsonl([chat_line("a", "m1"), chat_line("b", "m1")])),
                                      purpose="batch")  # fmt: skip
@@ -72,6 +72,7 @@ def test_metrics_cover_requests_tokens_scheduler_and_batches(server: ServerProce
     assert _value(text, "vlmserve_tokens_total", model="m1", direction="out") == 12
     assert _value(text, "vlmserve_tokens_total", model="m1", direction="in") > 0
     assert _value(text, "vlmserve_engine_errors_total", type="engine_error") == 1
+    assert _value(text, "vlmserve_requests_total", surface="openai", model="broken", status="502") == 1
     assert 'vlmserve_queue_depth{model="m1"} 0.0' in text
     assert 'vlmserve_model_loaded{model="m1"}' in text and 'vlmserve_model_memory_bytes{model="m1"}' in text
     assert "# TYPE vlmserve_model_loads_total counter" in text and "# TYPE vlmserve_model_unloads_total counter" in text

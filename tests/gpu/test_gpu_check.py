@@ -69,20 +69,19 @@ async def scheduler_factory() -> AsyncIterator[Callable[..., Scheduler]]:
 
 async def _measured(sched: Scheduler, runtime: Runtime, device_used_before: int) -> tuple[int, str]:
     """The runner's GPU bytes: NVML's per-process figure when it names the runner, else the device's used
-    delta (some VMs give no per-process figures); polled, as allocation follows the load."""
+    delta (some VMs give no per-process figures) once two reads in a row agree; polled, as allocation follows
+    the load."""
     deadline = time.monotonic() + 30.0
-    best, how = 0, "device used delta"
+    best, last, how = 0, -1, "device used delta"
     while time.monotonic() < deadline:
         sched.memory.measure(runtime)
         if runtime.gpu_measured:
             return sum(runtime.gpu_measured.values()), "NVML per process"
-        assert PROBE is not None
-        best = max(best, sum(d.used for d in NvmlProbe().devices()) - device_used_before)
-        if best > 0:
-            await asyncio.sleep(1.0)  # let the allocation settle once, then report it
-            best = max(best, sum(d.used for d in NvmlProbe().devices()) - device_used_before)
-            return best, how
-        await asyncio.sleep(0.5)
+        used = _used_now() - device_used_before
+        if used > 0 and used == last:
+            return max(best, used), how  # settled: the allocation stopped growing
+        best, last = max(best, used), used
+        await asyncio.sleep(0.5)  # the poll's interval
     return best, how
 
 

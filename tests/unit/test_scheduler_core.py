@@ -6,9 +6,10 @@ import asyncio
 import dataclasses
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from test_scheduler_gpu import until
 
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import ChatChunk, ChatRequest, CompletionRequest, EmbedRequest, EmbedResult
@@ -101,9 +102,14 @@ async def hold(sched: Scheduler, release: asyncio.Event) -> None:
         await release.wait()
 
 
-async def settle() -> None:
-    for _ in range(5):
-        await asyncio.sleep(0.01)
+async def planned(sched: Scheduler) -> None:
+    """One round trip through the owner task (an unload of a model it never heard of): every event sent before
+    it has been applied and planned on. For checks that something did not happen."""
+    assert not await sched.unload("no-such-model")
+
+
+def in_flight(sched: Scheduler, n: int) -> Callable[[], bool]:
+    return lambda: sched.snapshot().model(SPEC).in_flight == n
 
 
 async def test_concurrent_first_requests_load_once() -> None:
@@ -127,8 +133,8 @@ async def test_concurrent_first_requests_load_once() -> None:
 async def test_keep_alive_zero_unloads_after_the_request(scheduler: Scheduler) -> None:
     async with scheduler.lease(SPEC, keep_alive=0) as lease:
         backend = lease.backend
-    await settle()
-    assert scheduler.snapshot().model(SPEC).state == "unloaded" and not backend.loaded
+    await until(lambda: scheduler.snapshot().model(SPEC).state == "unloaded")
+    assert not backend.loaded
     assert scheduler.snapshot().counters[("unload", "m", "keep_alive")] == 1
 
 
@@ -137,23 +143,22 @@ async def test_idle_timer_unloads_but_never_a_busy_model() -> None:
     sched = make(clock)
     async with sched.lease(SPEC, keep_alive=10):
         clock.now += 100  # a long request: the timer must not fire while it runs
-        await settle()
+        await planned(sched)
         assert sched.snapshot().model(SPEC).state == "loaded"
-    await settle()
+    await until(in_flight(sched, 0))
     snapshot = sched.snapshot()
     assert snapshot.model(SPEC).expires_at == pytest.approx(clock.now + 10)
     assert snapshot.taken_at == clock.now and snapshot.model(SPEC).expires_in == pytest.approx(10)  # its own clock
     clock.now += 11
     sched.wake()
-    await settle()
-    assert sched.snapshot().model(SPEC).state == "unloaded"
+    await until(lambda: sched.snapshot().model(SPEC).state == "unloaded")
     await sched.close()
 
 
 async def test_negative_keep_alive_means_forever(scheduler: Scheduler) -> None:
     async with scheduler.lease(SPEC, keep_alive=math.inf):
         pass
-    await settle()
+    await planned(scheduler)
     model = scheduler.snapshot().model(SPEC)
     assert model.expires_at is None and model.state == "loaded"
 
@@ -163,9 +168,9 @@ async def test_full_queue_is_overloaded_with_retry_after() -> None:
     release = asyncio.Event()
 
     holders = [asyncio.create_task(hold(sched, release))]
-    await settle()  # the first one runs ...
+    await until(in_flight(sched, 1))  # the first one runs ...
     holders += [asyncio.create_task(hold(sched, release)) for _ in range(2)]  # ... and two wait: the queue is full
-    await settle()
+    await until(lambda: sched.queued("m") == 2)
     with pytest.raises(Overloaded) as info:
         async with sched.lease(SPEC):
             pass
@@ -180,13 +185,11 @@ async def test_cancelled_waiter_leaves_the_queue() -> None:
     release = asyncio.Event()
 
     running = asyncio.create_task(hold(sched, release))
-    await settle()
+    await until(in_flight(sched, 1))
     waiter = asyncio.create_task(hold(sched, release))
-    await settle()
-    assert sched.queued("m") == 1
+    await until(lambda: sched.queued("m") == 1)
     waiter.cancel()
-    await settle()
-    assert sched.queued("m") == 0
+    await until(lambda: sched.queued("m") == 0)
     release.set()
     await running
     await sched.close()
@@ -197,7 +200,7 @@ async def test_queue_timeout_is_503() -> None:
     release = asyncio.Event()
 
     running = asyncio.create_task(hold(sched, release))
-    await settle()
+    await until(in_flight(sched, 1))
     with pytest.raises(Unavailable, match="timed out"):
         async with sched.lease(SPEC):
             pass
@@ -220,7 +223,7 @@ async def test_loading_a_second_model_evicts_the_idle_first() -> None:
         pass
     async with sched.lease(other):
         pass
-    await settle()
+    await until(lambda: sched.snapshot().model(SPEC).state == "unloaded")
     snapshot = sched.snapshot()
     assert snapshot.model(SPEC).state == "unloaded" and snapshot.model(other).state == "loaded"
     assert snapshot.counters[("unload", "m", "evicted_for=other")] == 1
@@ -246,13 +249,13 @@ async def test_waiter_cancelled_before_admission_takes_no_slot(scheduler: Schedu
     release = asyncio.Event()
 
     running = asyncio.create_task(hold(scheduler, release))
-    await settle()
+    await until(in_flight(scheduler, 1))
     doomed = asyncio.create_task(hold(scheduler, release))
-    await settle()
+    await until(lambda: scheduler.queued("m") == 1)
     doomed.cancel()  # its Leave and the Admit that the release triggers race in the same step
     release.set()
     await running
-    await settle()
+    await until(in_flight(scheduler, 0))
     model = scheduler.snapshot().model(SPEC)
     assert model.in_flight == 0 and model.queued == 0 and scheduler.queued("m") == 0
     async with scheduler.lease(SPEC):  # the slot is free again
