@@ -309,6 +309,12 @@ class _FirstThen:
         first, self._first = self._first, None
         return _now(first)
 
+    async def aclose(self) -> None:
+        """Close the inner stream now (as an async generator's aclose would): its engine request ends."""
+        close = getattr(self._rest, "aclose", None)
+        if close is not None:
+            await close()
+
 
 async def _now(chunk: ChatChunk) -> ChatChunk:
     return chunk
