@@ -47,7 +47,7 @@ async def test_requests_right_after_streamed_answers_never_meet_a_closed_connect
             url = f"{runner_url}/v1/chat/completions"
             if not stream:
                 return "json" if (await http.post_json(url, body))["choices"] else "empty"
-            lines = [line async for line in http.stream_lines(url, body)]
+            lines = [line async for block in http.stream_blocks(url, body) for line in block]
             return lines[-1].decode()
 
     try:
