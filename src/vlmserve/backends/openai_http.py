@@ -12,8 +12,10 @@ from typing import Any
 import orjson
 
 from vlmserve.backends import forced_tools
+from vlmserve.backends.affinity import prefix_keys
 from vlmserve.backends.base import BackendStats
 from vlmserve.backends.http_client import EngineHTTP
+from vlmserve.backends.slots import SlotChooser
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
     ChatChunk,
@@ -51,6 +53,8 @@ class OpenAICompatibleBackend:
             spec.name, connect_timeout=spec.connect_timeout, read_timeout=spec.read_timeout, headers=headers
         )
         self._started = False
+        # our llama.cpp runners with several slots: a conversation keeps its slot's KV cache (slots.py)
+        self._slots = SlotChooser(spec.parallel) if spec.engine == "llamacpp" and spec.parallel > 1 else None
 
     @property
     def loaded(self) -> bool:
@@ -82,10 +86,7 @@ class OpenAICompatibleBackend:
         if forced and request.tools is not None:
             body = forced_tools.forced_body(body, request.tools)
         bare = self._bare_logprobs(body, request.logprobs, "top_logprobs")
-        if request.stream:
-            chunks = self._stream("/chat/completions", body, chat=True)
-        else:
-            chunks = self._once("/chat/completions", body, chat=True)
+        chunks = self._answer("/chat/completions", body, request, chat=True)
         chunks = _without_rivals(chunks) if bare else chunks
         return forced_tools.as_tool_call(chunks, self.spec.name) if forced else chunks
 
@@ -99,11 +100,32 @@ class OpenAICompatibleBackend:
     def complete(self, request: CompletionRequest) -> AsyncIterator[ChatChunk]:
         body = codec.completion_body(request, self._remote_model)
         bare = self._bare_logprobs(body, request.logprobs, "logprobs")
-        if request.stream:
-            chunks = self._stream("/completions", body, chat=False)
-        else:
-            chunks = self._once("/completions", body, chat=False)
+        chunks = self._answer("/completions", body, request, chat=False)
         return _without_rivals(chunks) if bare else chunks
+
+    def _answer(
+        self, path: str, body: dict[str, Any], request: ChatRequest | CompletionRequest, *, chat: bool
+    ) -> AsyncIterator[ChatChunk]:
+        if self._slots is None:
+            return self._stream(path, body, chat=chat) if request.stream else self._once(path, body, chat=chat)
+        return self._on_slot(path, body, request, chat=chat)
+
+    async def _on_slot(
+        self, path: str, body: dict[str, Any], request: ChatRequest | CompletionRequest, *, chat: bool
+    ) -> AsyncIterator[ChatChunk]:
+        """The answer from the llama.cpp slot that holds the longest prefix of this prompt (slots.py)."""
+        assert self._slots is not None
+        keys = prefix_keys(request)
+        slot = self._slots.take(keys)  # taken when the answer is first read: one never read holds no slot
+        if slot is not None:
+            body = {**body, "id_slot": slot}
+        try:
+            answer = self._stream(path, body, chat=chat) if request.stream else self._once(path, body, chat=chat)
+            async for chunk in answer:
+                yield chunk
+        finally:
+            if slot is not None:
+                self._slots.release(slot, keys)
 
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         inputs: list[str] | list[list[int]] = request.inputs if request.token_ids is None else request.token_ids
