@@ -55,11 +55,19 @@ async def test_follow_up_turns_return_to_the_replica_of_their_conversation() -> 
             assert await _served_by(pool, _turns(conversation, turn)) == replica
 
 
-async def test_a_shared_prefix_goes_to_the_least_busy_replica_holding_it() -> None:
-    pool, members = pool_of(2, cache_aware=True)
-    await _first_turns_under_load(pool, members, 6)  # both replicas now hold the system prompt
-    fresh = [await _served_by(pool, _turns(100 + c, 1)) for c in range(4)]
-    assert fresh == [fresh[0]] * 4  # idle pool: the least busy owner, stably (no round-robin scatter)
+async def test_new_conversations_sharing_only_the_system_prompt_spread_over_the_replicas() -> None:
+    pool, _ = pool_of(2, cache_aware=True)
+    first = [await _served_by(pool, _turns(c, 1)) for c in range(4)]  # one at a time: nobody is ever busier
+    assert sorted(first) == ["r0", "r0", "r1", "r1"]  # not all on the replica that first served the prompt
+    for conversation, replica in enumerate(first):  # and each one's next turns stay where it began
+        assert await _served_by(pool, _turns(conversation, 2)) == replica
+
+
+async def test_a_repeated_one_message_prompt_goes_back_to_its_replica() -> None:
+    pool, _ = pool_of(2, cache_aware=True)
+    alone = ChatRequest(model="pooled", messages=[Message(role="user", parts=[TextPart("the same long question")])])
+    served = [await _served_by(pool, alone) for _ in range(4)]
+    assert served == [served[0]] * 4  # its one message is the whole prompt: the replica holding it takes it
 
 
 async def test_least_busy_routing_scatters_the_same_turns() -> None:

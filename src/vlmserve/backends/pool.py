@@ -266,8 +266,11 @@ class PoolBackend:
         tiers = ([r for r in available if r not in tried], available, [r for r in self.replicas if r not in tried])
         candidates = next((tier for tier in tiers if tier), self.replicas)
         fewest = min(r.in_flight for r in candidates)
-        if keys:
-            owners = self.affinity.owners(keys, lambda r: r in candidates and r.in_flight - fewest < AFFINITY_SLACK)
+        # a request's first message alone (a shared system prompt) does not pin it: every replica that served it
+        # once holds it, and pinning it sent every new conversation to the first one (bench/pool_affinity.py)
+        owned = keys[1:] if keys and len(keys) > 1 else keys
+        if owned:
+            owners = self.affinity.owners(owned, lambda r: r in candidates and r.in_flight - fewest < AFFINITY_SLACK)
             if owners:
                 return min(owners, key=lambda r: r.in_flight)
         least_busy = [r for r in candidates if r.in_flight == fewest]
