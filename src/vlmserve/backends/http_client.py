@@ -34,6 +34,19 @@ MAX_STREAM_LINE = 8 * 2**20
 _ALLOCATION_FAILURES = ("bad_alloc", "out of memory", "failed to allocate", "cannot allocate memory", "memoryerror")
 
 
+def stream_event(line: bytes, engine: str, sender: str = "engine") -> dict[str, Any]:
+    """One streamed event (an SSE payload or an NDJSON line) as an object; an engine's in-band error raised."""
+    try:
+        event = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise EngineError(f"{engine}: {sender} sent malformed stream data") from exc
+    if not isinstance(event, dict):
+        raise EngineError(f"{engine}: {sender} sent malformed stream data")
+    if "error" in event:
+        raise EngineError(f"{engine}: {event['error']}")
+    return event
+
+
 def engine_error_from_response(status: int, body: bytes, engine: str, retry_after: str | None = None) -> VlmServeError:
     """Map an engine's HTTP error to our tree, keeping its message (and the engine's Retry-After)."""
     message = body.decode("utf-8", "replace")[:500]

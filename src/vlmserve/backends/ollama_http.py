@@ -11,7 +11,7 @@ import orjson
 
 from vlmserve.backends import forced_tools
 from vlmserve.backends.base import BackendStats
-from vlmserve.backends.http_client import EngineHTTP
+from vlmserve.backends.http_client import EngineHTTP, stream_event
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
     ChatChunk,
@@ -215,14 +215,7 @@ class OllamaBackend:
             for line in lines:
                 if final is not None:
                     continue  # read to the end so the connection returns to the keep-alive pool
-                try:
-                    event = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    raise EngineError(f"{self.spec.name}: Ollama sent malformed stream data") from exc
-                if not isinstance(event, dict):
-                    raise EngineError(f"{self.spec.name}: Ollama sent malformed stream data")
-                if "error" in event:
-                    raise EngineError(f"{self.spec.name}: {event['error']}")
+                event = stream_event(line, self.spec.name, "Ollama")
                 message = event.get("message") or {}
                 text = message.get("content") or event.get("response") or ""
                 thinking = message.get("thinking") or event.get("thinking") or ""

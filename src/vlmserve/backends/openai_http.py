@@ -9,12 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from vlmserve.backends import forced_tools
 from vlmserve.backends.affinity import prefix_keys
 from vlmserve.backends.base import BackendStats
-from vlmserve.backends.http_client import EngineHTTP
+from vlmserve.backends.http_client import EngineHTTP, stream_event
 from vlmserve.backends.slots import SlotChooser
 from vlmserve.domain.spec import ModelSpec
 from vlmserve.domain.types import (
@@ -171,7 +169,7 @@ class OpenAICompatibleBackend:
                 if payload == b"[DONE]":
                     done = True
                     continue
-                event = self._event(payload)
+                event = stream_event(payload, self.spec.name)
                 usage = usage_from_wire(event.get("usage")) or usage
                 timings = timings_from_wire(event.get("timings")) or timings
                 for choice in event.get("choices") or ():
@@ -191,14 +189,3 @@ class OpenAICompatibleBackend:
         finish.usage = usage or Usage()
         finish.engine_timings = timings
         yield finish
-
-    def _event(self, payload: bytes) -> dict[str, Any]:
-        try:
-            event = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            raise EngineError(f"{self.spec.name}: engine sent malformed stream data") from exc
-        if not isinstance(event, dict):
-            raise EngineError(f"{self.spec.name}: engine sent malformed stream data")
-        if "error" in event:
-            raise EngineError(f"{self.spec.name}: {event['error']}")
-        return event
